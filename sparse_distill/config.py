@@ -1,0 +1,419 @@
+"""The one YAML config that drives every stage: typed dataclasses, overrides, validation.
+
+`load_config` reads the YAML with `safe_load`, applies `--set KEY=VALUE` overrides, builds the
+dataclasses recursively and checks every input file and column, and reports *all* problems at once
+in a `ConfigError`, one line each, naming the dotted key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+
+DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+
+
+def _range(**bounds: float) -> dict[str, float]:
+    """Field metadata for range checks: ge, gt, le, lt."""
+    return dict(bounds)
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/default"
+    seed: int = field(default=13, metadata=_range(ge=0))
+    device: str = "auto"
+
+    def _check(self) -> list[tuple[str, str]]:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            return [("device", f"expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}")]
+        return []
+
+
+@dataclass
+class SourceConfig:
+    """One data source: a file, a saved Hugging Face dataset directory, or a hub dataset name."""
+
+    path: str
+    # Column names; when left out, dev/test/unlabelled sources use train's, and train uses
+    # "text" / "label".
+    text: str | None = None
+    label: str | None = None
+    format: Literal["auto", "csv", "tsv", "jsonl", "txt", "parquet", "hf", "hub"] = "auto"
+    # For Hugging Face datasets: which split, and which configuration (subset) of a hub dataset.
+    split: str | None = None
+    subset: str | None = None
+
+
+@dataclass
+class DataConfig:
+    train: SourceConfig
+    dev: SourceConfig | None = None
+    test: SourceConfig | None = None
+    unlabeled: list[SourceConfig] = field(default_factory=list)
+    # An empty, undecodable or malformed line: skip it (counted and reported), or stop.
+    on_bad_line: Literal["skip", "error"] = "skip"
+
+
+@dataclass
+class VocabConfig:
+    ngram_range: list[int] = field(default_factory=lambda: [1, 4])
+    max_features: int | None = field(default=1_000_000, metadata=_range(ge=1))
+    min_df: int = field(default=1, metadata=_range(ge=1))
+    max_df: float = field(default=1.0, metadata=_range(gt=0.0, le=1.0))
+    lowercase: bool = True
+    token_pattern: str = DEFAULT_TOKEN_PATTERN
+    # Bounded memory: when more distinct n-grams than this are held while counting, the rarest are
+    # pruned (recorded in the manifest; the vocabulary is exact when no pruning happened).
+    max_candidates: int = field(default=20_000_000, metadata=_range(ge=1000))
+    chunk_size: int = field(default=20_000, metadata=_range(ge=1))
+
+    def _check(self) -> list[tuple[str, str]]:
+        problems = []
+        lo_hi = self.ngram_range
+        if len(lo_hi) != 2 or not 1 <= lo_hi[0] <= lo_hi[1]:
+            problems.append(("ngram_range", f"expected [min_n, max_n] with 1 <= min_n <= max_n, "
+                                            f"got {lo_hi!r}"))
+        try:
+            compiled = re.compile(self.token_pattern)
+            if compiled.groups > 1:
+                problems.append(("token_pattern", "more than one capturing group; use (?:...) "
+                                                  "for the others"))
+        except re.error as exc:
+            problems.append(("token_pattern", f"not a valid regular expression ({exc})"))
+        return problems
+
+
+@dataclass
+class TeacherConfig:
+    model: str = "roberta-large"
+    finetune: bool = True
+    epochs: int = field(default=3, metadata=_range(ge=1))
+    lr: float = field(default=2.0e-5, metadata=_range(gt=0.0))
+    batch_size: int = field(default=32, metadata=_range(ge=1))
+    max_length: int = field(default=256, metadata=_range(ge=8))
+
+
+@dataclass
+class DistillConfig:
+    steps: int = field(default=100_000, metadata=_range(ge=1))
+    batch_size: int = field(default=2048, metadata=_range(ge=1))
+    lr: float = field(default=5.0e-4, metadata=_range(gt=0.0))
+    temperature: float = field(default=1.0, metadata=_range(gt=0.0))
+    eval_every: int = field(default=1000, metadata=_range(ge=1))
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = field(default=10, metadata=_range(ge=0))
+    batch_size: int = field(default=32, metadata=_range(ge=1))
+    lr: float = field(default=1.0e-4, metadata=_range(gt=0.0))
+
+
+@dataclass
+class StudentConfig:
+    embedding_dim: int = field(default=1000, metadata=_range(ge=1))
+    hidden_dims: list[int] = field(default_factory=lambda: [1000])
+    pooling: Literal["mean", "sum", "max"] = "mean"
+    dropout: float = field(default=0.1, metadata=_range(ge=0.0, lt=1.0))
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def _check(self) -> list[tuple[str, str]]:
+        bad = [d for d in self.hidden_dims if d < 1]
+        return [("hidden_dims", f"every size must be >= 1, got {bad[0]}")] if bad else []
+
+
+@dataclass
+class EvalConfig:
+    splits: list[Literal["train", "dev", "test"]] = field(default_factory=lambda: ["dev", "test"])
+
+
+@dataclass
+class Config:
+    data: DataConfig
+    run: RunConfig = field(default_factory=RunConfig)
+    vocab: VocabConfig = field(default_factory=VocabConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def sources(self) -> list[tuple[str, SourceConfig]]:
+        """Every configured data source with its dotted key, train first."""
+        out = [("data.train", self.data.train)]
+        out += [(f"data.{s}", src) for s in ("dev", "test")
+                if (src := getattr(self.data, s)) is not None]
+        out += [(f"data.unlabeled[{i}]", src) for i, src in enumerate(self.data.unlabeled)]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *sections: str) -> str:
+        """sha256 of the named sections (canonical JSON): what a stage's output depends on."""
+        payload = {name: dataclasses.asdict(getattr(self, name)) for name in sections}
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def run_dir(self) -> Path:
+        return Path(expand_path(self.run.dir))
+
+
+# ---------------------------------------------------------------------------------------------
+# Building typed dataclasses from plain YAML data
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        names = [_type_name(a) for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(names) + " or null"
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        inner = _type_name(item)
+        return "a list of " + inner.removeprefix("an ").removeprefix("a ")
+    return {bool: "true or false", int: "an int", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+class _Invalid(Exception):
+    """Internal: a value did not convert; the problem is already recorded."""
+
+
+def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key, problems)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, key, problems)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            did = f"; did you mean {hint[0]!r}?" if hint else ""
+            problems.append(f"{key}: expected {_type_name(tp)}, got {value!r}{did}")
+            raise _Invalid
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            problems.append(f"{key}: expected {_type_name(tp)}, got {value!r}")
+            raise _Invalid
+        out, failed = [], False
+        for i, item in enumerate(value):
+            try:
+                out.append(_convert(item_tp, item, f"{key}[{i}]", problems))
+            except _Invalid:
+                failed = True
+        if failed:
+            raise _Invalid
+        return out
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(tp, True)
+    if not ok:
+        problems.append(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise _Invalid
+    return float(value) if tp is float else value
+
+
+def _check_range(key: str, value: Any, meta: Any, problems: list[str]) -> None:
+    if value is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    for op, bound in meta.items():
+        ok = {"ge": value >= bound, "gt": value > bound,
+              "le": value <= bound, "lt": value < bound}.get(op, True)
+        if not ok:
+            sign = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[op]
+            problems.append(f"{key}: must be {sign} {bound}, got {value!r}")
+
+
+def _build(cls: Any, data: Any, key: str, problems: list[str]) -> Any:
+    if not isinstance(data, dict):
+        problems.append(f"{key or 'config'}: expected a mapping, got {data!r}")
+        raise _Invalid
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    prefix = f"{key}." if key else ""
+    for name in data:
+        if name not in fields:
+            hint = difflib.get_close_matches(str(name), list(fields), n=1)
+            did = f"did you mean {hint[0]!r}? " if hint else ""
+            problems.append(f"{prefix}{name}: unknown key; {did}(valid keys: {', '.join(fields)})")
+    kwargs: dict[str, Any] = {}
+    failed = False
+    for name, f in fields.items():
+        if name not in data:
+            no_default = (f.default is dataclasses.MISSING
+                          and f.default_factory is dataclasses.MISSING)
+            if no_default:
+                problems.append(f"{prefix}{name}: missing; add it to the config "
+                                f"(expected {_type_name(hints[name])})")
+                failed = True
+            continue
+        try:
+            kwargs[name] = _convert(hints[name], data[name], prefix + name, problems)
+            _check_range(prefix + name, kwargs[name], f.metadata, problems)
+        except _Invalid:
+            failed = True
+    if failed:
+        raise _Invalid
+    obj = cls(**kwargs)
+    check = getattr(obj, "_check", None)
+    if check is not None:
+        problems.extend(f"{prefix}{k}: {msg}" for k, msg in check())
+    return obj
+
+
+def config_from_dict(data: dict[str, Any], check_inputs: bool = True) -> Config:
+    """Build and validate a `Config` from plain data; raises `ConfigError` listing every problem."""
+    problems: list[str] = []
+    try:
+        cfg = _build(Config, data, "", problems)
+    except _Invalid:
+        cfg = None
+    if cfg is not None and check_inputs:
+        from .data import check_sources  # data imports config; imported here to avoid a cycle
+
+        problems.extend(check_sources(cfg))
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML, overrides, paths
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
+    """`KEY=VALUE` strings -> (dotted key parts, YAML-parsed value)."""
+    parsed, problems = [], []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"--set {item!r}: expected KEY=VALUE with a dotted key, "
+                            "e.g. --set student.distill.steps=2000")
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            problems.append(f"--set {key}: value {raw!r} is not valid YAML ({exc.problem})")
+            continue
+        parsed.append((key.strip().split("."), value))
+    if problems:
+        raise ConfigError(problems)
+    return parsed
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys in (a deep copy of) `data`; list items are addressed by index."""
+    data = json.loads(json.dumps(data))
+    problems = []
+    for parts, value in parse_overrides(overrides):
+        node: Any = data
+        dotted = ".".join(parts)
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    problems.append(f"--set {dotted}: {'.'.join(parts[:i]) or 'config'} is a list "
+                                    f"of {len(node)}; use an index from 0 to {len(node) - 1}")
+                    break
+                part_key: Any = int(part)
+            elif isinstance(node, dict):
+                part_key = part
+            else:
+                problems.append(f"--set {dotted}: {'.'.join(parts[:i])} is not a mapping")
+                break
+            if last:
+                node[part_key] = value
+            else:
+                if isinstance(node, dict) and node.get(part_key) is None:
+                    node[part_key] = {}
+                node = node[part_key]
+    if problems:
+        raise ConfigError(problems)
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"{path}: config file not found; pass the path of a YAML config "
+                           "(see configs/ for examples)"])
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "?"
+        raise ConfigError([f"{path}: {where}: not valid YAML "
+                           f"({getattr(exc, 'problem', exc)})"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text; save the config as UTF-8"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: expected a mapping of sections (run, data, vocab, ...), "
+                           f"got {type(data).__name__}"])
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None,
+                check_inputs: bool = True) -> Config:
+    """Read, override and validate a config; raises `ConfigError` listing every problem."""
+    data = apply_overrides(read_yaml(path), overrides or [])
+    return config_from_dict(data, check_inputs=check_inputs)
+
+
+def default_cache_dir() -> Path:
+    """`$SDISTILL_CACHE`, else `$XDG_CACHE_HOME/sparse-distill`, else `~/.cache/sparse-distill`."""
+    if os.environ.get("SDISTILL_CACHE"):
+        return Path(os.environ["SDISTILL_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "sparse-distill"
+
+
+_VAR = re.compile(r"\$(\w+)|\$\{(\w+)\}")
+
+
+def expand_path(path: str) -> str:
+    """Expand `~` and `$VAR` / `${VAR}`; `$SDISTILL_CACHE` defaults to the fetch cache directory.
+
+    Raises KeyError naming the first variable that is not set.
+    """
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if name == "SDISTILL_CACHE":
+            return str(default_cache_dir())
+        raise KeyError(name)
+
+    return os.path.expanduser(_VAR.sub(sub, path))
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)

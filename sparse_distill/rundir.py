@@ -1,0 +1,219 @@
+"""The run directory: atomic writes, self-describing stage outputs, and up-to-date checks.
+
+A stage writes into a hidden temporary directory next to its output and renames it into place
+only when everything is written, so an interrupted stage never leaves a half-written output.
+Each output carries a `manifest.json`; its *fingerprint* (the config sections the stage used,
+the sha256 of its input files and of the upstream manifests) decides whether the output is up to
+date, stale (an error without `--force`), or missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import Config, dump_config, expand_path
+from .data import resolve_format
+from .errors import StageError
+
+# The config sections each stage's output depends on, and the stages it reads.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {"vocab": ("data", "vocab")}
+STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {"vocab": ()}
+STAGE_COMMANDS = {"vocab": "vocab", "teacher": "teach", "student": "train-student", "eval": "eval"}
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_tree(path: Path) -> str:
+    """sha256 over the relative names and contents of every file under a directory."""
+    digest = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        digest.update(str(p.relative_to(path)).encode())
+        digest.update(bytes.fromhex(sha256_file(p)))
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def staged_dir(final: Path, force: bool) -> Iterator[Path]:
+    """Yield an empty temporary directory that replaces `final` only if the block succeeds."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            if not force:
+                raise StageError(f"{final} already exists; rerun with --force to overwrite it")
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old",
+                                        dir=final.parent))
+            os.replace(final, old / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def input_fingerprints(cfg: Config) -> list[dict[str, Any]]:
+    """Identity of every data source: sha256 of local files, or the hub name and split."""
+    out = []
+    for key, src in cfg.sources():
+        path = expand_path(src.path)
+        fmt = resolve_format(src, path)
+        entry: dict[str, Any] = {"key": key, "path": str(Path(path).resolve())
+                                 if fmt != "hub" else path, "format": fmt}
+        if fmt == "hub":
+            entry["sha256"] = None
+            entry["hub"] = {"subset": src.subset, "split": src.split}
+        elif Path(path).is_dir():
+            entry["sha256"] = sha256_tree(Path(path))
+        else:
+            entry["sha256"] = sha256_file(path)
+            entry["bytes"] = Path(path).stat().st_size
+        out.append(entry)
+    return out
+
+
+def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
+    path = stage_dir / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def manifest_digest(stage_dir: Path) -> str | None:
+    path = stage_dir / "manifest.json"
+    return sha256_file(path) if path.is_file() else None
+
+
+def fingerprint(cfg: Config, stage: str, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What decides whether a stage's output is up to date."""
+    run_dir = cfg.run_dir()
+    return {
+        "config_hash": {s: cfg.section_hash(s) for s in STAGE_SECTIONS[stage]},
+        "inputs": {i["key"]: i["sha256"] or i["path"] for i in inputs},
+        "upstream": {u: manifest_digest(run_dir / u) for u in STAGE_UPSTREAM[stage]},
+    }
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    diffs = []
+    for section, digest in new["config_hash"].items():
+        if old.get("config_hash", {}).get(section) != digest:
+            diffs.append(f"config section '{section}' changed")
+    old_inputs = old.get("inputs", {})
+    for key, digest in new["inputs"].items():
+        if key not in old_inputs:
+            diffs.append(f"{key} is new")
+        elif old_inputs[key] != digest:
+            diffs.append(f"{key} changed")
+    diffs += [f"{key} was removed" for key in old_inputs if key not in new["inputs"]]
+    for stage, digest in new["upstream"].items():
+        if old.get("upstream", {}).get(stage) != digest:
+            diffs.append(f"the {stage} stage's output changed")
+    return diffs
+
+
+def command(stage: str, cfg: Config, force: bool = False) -> str:
+    """The command line that (re)builds a stage, for messages."""
+    path = getattr(cfg, "_path", None) or "CONFIG"
+    return f"sdistill {STAGE_COMMANDS[stage]} {path}" + (" --force" if force else "")
+
+
+def check_output(cfg: Config, stage: str, fp: dict[str, Any], force: bool) -> bool:
+    """True if the stage's output exists and is up to date (nothing to do).
+
+    Raises `StageError` if an output exists that was built from other inputs and `force` is off.
+    """
+    out = cfg.run_dir() / stage
+    if not out.exists() or force:
+        return False
+    manifest = read_manifest(out)
+    if manifest is None:
+        raise StageError(f"{out} exists but has no readable manifest.json; rerun with --force "
+                         f"to overwrite it: {command(stage, cfg, force=True)}")
+    diffs = _differences(manifest.get("fingerprint", {}), fp)
+    if not diffs:
+        return True
+    raise StageError(f"{out} was built from other inputs ({'; '.join(diffs)}); rerun with --force "
+                     f"to overwrite it: {command(stage, cfg, force=True)}")
+
+
+def check_upstream(cfg: Config, stage: str) -> None:
+    """Refuse to run `stage` unless every stage it reads is present and up to date."""
+    inputs = input_fingerprints(cfg)
+    for up in STAGE_UPSTREAM[stage]:
+        out = cfg.run_dir() / up
+        manifest = read_manifest(out)
+        if manifest is None:
+            raise StageError(f"{stage} needs the {up} stage's output, and {out} has none; "
+                             f"run `{command(up, cfg)}` first")
+        diffs = _differences(manifest.get("fingerprint", {}), fingerprint(cfg, up, inputs))
+        if diffs:
+            raise StageError(f"{out} is out of date ({'; '.join(diffs)}); "
+                             f"run `{command(up, cfg, force=True)}` first")
+
+
+def make_manifest(cfg: Config, stage: str, fp: dict[str, Any], inputs: list[dict[str, Any]],
+                  counts: dict[str, Any], labels: list[str] | None,
+                  timings: dict[str, float]) -> dict[str, Any]:
+    return {
+        "stage": stage,
+        "package_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "seed": cfg.run.seed,
+        "fingerprint": fp,
+        "config": {s: cfg.to_dict()[s] for s in STAGE_SECTIONS[stage]},
+        "inputs": inputs,
+        "counts": counts,
+        "labels": labels,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+    }
+
+
+def write_resolved_config(cfg: Config) -> Path:
+    """RUN/config.yaml: the resolved config of the last command."""
+    path = cfg.run_dir() / "config.yaml"
+    atomic_write_text(path, dump_config(cfg))
+    return path
