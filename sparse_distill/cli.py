@@ -181,13 +181,26 @@ def data_fetch(
         out.print(f"[bold]{name}[/]: {state} -> {result.path}")
         counts = {k: v for k, v in result.counts.items() if not isinstance(v, dict)}
         out.print("  counts: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
-        for role, path in result.files.items():
-            shown = str(path)
-            if shown_root is not None:
-                with contextlib.suppress(ValueError):
-                    shown = f"{shown_root}/{path.relative_to(root.resolve())}"
-            key = "teacher.model" if role == "model" else f"data.{role}.path"
-            out.print(f"  {key}: {shown}", highlight=False)
+        out.print("  in a config:", highlight=False)
+        for line in _config_lines(result.files, root, shown_root):
+            out.print(f"    {line}", highlight=False)
+
+
+def _config_lines(files: dict[str, Path], root: Path, shown_root: str | None) -> list[str]:
+    """YAML lines that point a config at fetched files."""
+    def shown(path: Path) -> str:
+        if shown_root is not None:
+            with contextlib.suppress(ValueError):
+                return f"{shown_root}/{path.relative_to(root.resolve())}".rstrip("/.")
+        return str(path)
+
+    if "model" in files:
+        return [f"teacher: {{model: {shown(files['model'])}}}"]
+    lines = ["data:"]
+    for role, path in files.items():
+        entry = f"{{path: {shown(path)}}}"
+        lines.append(f"  {role}: [{entry}]" if role == "unlabeled" else f"  {role}: {entry}")
+    return lines
 
 
 @contextlib.contextmanager

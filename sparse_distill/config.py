@@ -7,6 +7,7 @@ in a `ConfigError`, one line each, naming the dotted key and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -295,10 +296,16 @@ def config_from_dict(data: dict[str, Any], check_inputs: bool = True) -> Config:
         cfg = _build(Config, data, "", problems)
     except _Invalid:
         cfg = None
-    if cfg is not None and check_inputs:
+    if check_inputs:
         from .data import check_sources  # data imports config; imported here to avoid a cycle
 
-        problems.extend(check_sources(cfg))
+        checked = cfg
+        if checked is None and isinstance(data, dict) and "data" in data:
+            # Another section is invalid: still check the files, so all problems come at once.
+            with contextlib.suppress(_Invalid):
+                checked = Config(data=_build(DataConfig, data["data"], "data", []))
+        if checked is not None:
+            problems.extend(check_sources(checked))
     if problems:
         raise ConfigError(problems)
     return cfg

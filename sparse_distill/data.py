@@ -253,7 +253,10 @@ def check_sources(cfg: Config) -> list[str]:
         shown = ", ".join(columns) or "none"
         for what, col in (("text", text_col), ("label", label_col)):
             if col is not None and col not in columns:
-                problems.append(f"{key}.{what}: column {col!r} not found in {path} "
+                inherited = (key != "data.train" and getattr(src, what) is None
+                             and getattr(cfg.data.train, what) is not None)
+                origin = f" (taken from data.train.{what})" if inherited else ""
+                problems.append(f"{key}.{what}: column {col!r}{origin} not found in {path} "
                                 f"(columns: {shown}); set {key}.{what} to one of them")
     return problems
 
@@ -308,7 +311,7 @@ def _read_jsonl(path: str, text_col: str, label_col: str | None) -> Iterator[Rec
             try:
                 obj = json.loads(decoded)
             except json.JSONDecodeError as exc:
-                yield Record(line, None, None, f"not valid JSON ({exc.msg})")
+                yield Record(line, None, None, f"not valid JSON ({exc.msg}, column {exc.colno})")
                 continue
             if not isinstance(obj, dict):
                 yield Record(line, None, None, "expected a JSON object")

@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import re
+import shutil
+
+import pytest
+
+from sparse_distill.config import config_from_dict
+from sparse_distill.data import PoolStats, iter_pool, label_sort_key, load_labeled, text_key
+from sparse_distill.errors import ConfigError, DataError
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def labeled_from(config_dict):
+    return load_labeled(config_from_dict(config_dict))
+
+
+def test_jsonl_splits_and_sorted_labels(config_dict, data_dir):
+    data = labeled_from(config_dict)
+    rows = read_jsonl(data_dir / "train.jsonl")
+    assert data.train.texts == [r["text"] for r in rows]
+    assert data.train.labels == [r["label"] for r in rows]
+    assert data.labels == ["neg", "pos"]
+    assert len(data.dev.texts) == 6 and len(data.test.texts) == 6
+    assert data.train.stats.kept == 28 and data.train.stats.bad == 0
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "parquet", "hf", "jsonl.gz"])
+def test_every_format_reads_the_same_rows(fmt, config_dict, data_dir, tmp_path):
+    rows = read_jsonl(data_dir / "train.jsonl")
+    # Other column names, to exercise the text/label mapping.
+    table = {"review": [r["text"] for r in rows], "sentiment": [r["label"] for r in rows]}
+    if fmt in ("csv", "tsv"):
+        path = tmp_path / f"train.{fmt}"
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, delimiter="\t" if fmt == "tsv" else ",")
+            writer.writerow(["id", "review", "sentiment"])
+            writer.writerows([i, t, lab] for i, (t, lab) in
+                             enumerate(zip(table["review"], table["sentiment"], strict=True)))
+    elif fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = tmp_path / "train.parquet"
+        pq.write_table(pa.table(table), path)
+    elif fmt == "hf":
+        import datasets
+
+        features = datasets.Features({"review": datasets.Value("string"),
+                                      "sentiment": datasets.ClassLabel(names=["neg", "pos"])})
+        ds = datasets.Dataset.from_dict(table, features=features)
+        path = tmp_path / "train_ds"
+        datasets.DatasetDict({"train": ds}).save_to_disk(str(path))
+    else:
+        path = tmp_path / "train.jsonl.gz"
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            for t, lab in zip(table["review"], table["sentiment"], strict=True):
+                f.write(json.dumps({"review": t, "sentiment": lab}) + "\n")
+    config_dict["data"]["train"] = {"path": str(path), "text": "review", "label": "sentiment"}
+    # dev/test are jsonl with text/label columns: name them, or they would inherit train's.
+    for split in ("dev", "test"):
+        config_dict["data"][split].update(text="text", label="label")
+    data = labeled_from(config_dict)
+    assert data.train.texts == table["review"]
+    assert data.train.labels == table["sentiment"]
+    assert data.train.stats.format == {"jsonl.gz": "jsonl"}.get(fmt, fmt)
+
+
+def test_columns_default_to_trains(config_dict, data_dir, tmp_path):
+    renamed = tmp_path / "dev.jsonl"
+    renamed.write_text("".join(json.dumps({"review": r["text"], "sentiment": r["label"]}) + "\n"
+                               for r in read_jsonl(data_dir / "dev.jsonl")))
+    config_dict["data"]["train"] = {"path": str(renamed), "text": "review", "label": "sentiment"}
+    config_dict["data"]["dev"] = {"path": str(renamed)}
+    del config_dict["data"]["test"]
+    assert len(labeled_from(config_dict).dev.texts) == 6
+
+
+def test_bad_lines_are_reported_with_file_and_line_then_skipped(config_dict, data_dir):
+    config_dict["data"]["train"]["path"] = str(data_dir / "bad.jsonl")
+    data = labeled_from(config_dict)
+    path = data_dir / "bad.jsonl"
+    assert data.train.stats.read == 7 and data.train.stats.kept == 2 and data.train.stats.bad == 5
+    assert data.train.stats.bad_examples == [
+        f"{path}:2: empty line",
+        f"{path}:3: not valid UTF-8 (byte 13)",
+        f"{path}:4: not valid JSON (Invalid control character at, column 23)",
+        f"{path}:5: no 'label' value",
+        f"{path}:6: empty text",
+    ]
+
+
+def test_bad_lines_can_be_fatal(config_dict, data_dir):
+    config_dict["data"]["train"]["path"] = str(data_dir / "bad.jsonl")
+    config_dict["data"]["on_bad_line"] = "error"
+    with pytest.raises(DataError, match=re.escape(
+            f"{data_dir / 'bad.jsonl'}:2: empty line; fix the line, or set data.on_bad_line: "
+            "skip to skip bad lines")):
+        labeled_from(config_dict)
+
+
+def test_undecodable_csv_row_keeps_its_line_number(config_dict, tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_bytes(b'text,label\n"good, and ""quoted""",pos\n"bad \xff byte",neg\n'
+                     b'"multi\nline",neg\n,\n')
+    config_dict["data"]["train"] = {"path": str(path)}
+    del config_dict["data"]["dev"], config_dict["data"]["test"]
+    data = labeled_from(config_dict)
+    assert data.train.texts == ['good, and "quoted"', "multi\nline"]
+    assert data.train.stats.bad_examples == [f"{path}:3: not valid UTF-8", f"{path}:6: empty line"]
+
+
+def test_unseen_dev_label_is_named(config_dict, data_dir, tmp_path):
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text((data_dir / "dev.jsonl").read_text()
+                   + json.dumps({"text": "meh", "label": "neutral"}) + "\n")
+    config_dict["data"]["dev"]["path"] = str(dev)
+    with pytest.raises(DataError, match=re.escape(
+            f"data.dev: label(s) 'neutral' in {dev} do not occur in the training data "
+            "(labels: neg, pos)")):
+        labeled_from(config_dict)
+
+
+def test_numeric_labels_sort_as_numbers():
+    assert sorted(["10", "2", "1", "b", "a"], key=label_sort_key) == ["1", "2", "10", "a", "b"]
+
+
+def test_integer_labels_become_strings(config_dict, tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"text": f"text number {i}", "label": i % 3}) + "\n"
+                            for i in range(12)))
+    config_dict["data"] = {"train": {"path": str(path)}}
+    data = labeled_from(config_dict)
+    assert data.labels == ["0", "1", "2"] and data.train.labels[:3] == ["0", "1", "2"]
+
+
+def test_leakage_guard_and_deduplication(config_dict, data_dir):
+    cfg = config_from_dict(config_dict)
+    data = load_labeled(cfg)
+    stats = PoolStats()
+    pool = list(iter_pool(cfg, data, stats))
+    lines = (data_dir / "pool.txt").read_text().splitlines()
+    assert stats.sources[0].read == 20
+    assert stats.leaked == 1 and stats.duplicates == 2 and stats.kept == 17 == len(pool)
+    held_out = {text_key(t) for t in data.dev.texts + data.test.texts}
+    assert not held_out & {text_key(t) for t in pool}
+    assert "Critics were split on the sequel." in pool and pool.count(lines[2]) == 1
+    assert lines[12] not in pool  # a training text is not repeated in the pool
+
+
+def test_leakage_ignores_case_and_spacing():
+    assert text_key("A  Gripping,   film ") == text_key("a gripping, FILM")
+    assert text_key("a gripping film") != text_key("a gripping films")
+
+
+def test_hub_name_offline_is_one_clear_line(config_dict):
+    config_dict["data"]["unlabeled"] = [{"path": "stanfordnlp/imdb", "split": "unsupervised"}]
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(config_dict)
+    (problem,) = info.value.problems
+    assert "\n" not in problem
+    assert problem.startswith("data.unlabeled[0].path: 'stanfordnlp/imdb' is not a local file, "
+                              "and loading it from the Hugging Face Hub failed (")
+    assert problem.endswith("check the name, or download the data and give its local path")
+
+
+def test_hf_dataset_dict_needs_a_known_split(config_dict, data_dir, tmp_path):
+    import datasets
+
+    rows = read_jsonl(data_dir / "train.jsonl")
+    ds = datasets.Dataset.from_list(rows)
+    path = tmp_path / "ds"
+    datasets.DatasetDict({"fold1": ds}).save_to_disk(str(path))
+    config_dict["data"]["train"] = {"path": str(path)}
+    with pytest.raises(ConfigError, match=re.escape(
+            f"data.train.split: {path}: no split 'train' (splits: fold1); set the source's "
+            "split: to one of them")):
+        config_from_dict(config_dict)
+    config_dict["data"]["train"]["split"] = "fold1"
+    assert len(labeled_from(config_dict).train.texts) == 28
+
+
+def test_empty_training_file_is_an_error(config_dict, tmp_path):
+    path = tmp_path / "train.jsonl"
+    shutil.copy(config_dict["data"]["train"]["path"], path)
+    path.write_text('{"text": "", "label": "pos"}\n')
+    config_dict["data"]["train"]["path"] = str(path)
+    with pytest.raises(DataError, match="has no usable rows"):
+        labeled_from(config_dict)
