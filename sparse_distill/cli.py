@@ -19,7 +19,7 @@ from rich.table import Table
 from tqdm.auto import tqdm
 
 from . import __version__
-from .config import Config, default_cache_dir, load_config
+from .config import as_config, default_cache_dir
 from .errors import NotBuiltError, SDistillError
 
 app = typer.Typer(
@@ -56,12 +56,6 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-def _config(path: Path, overrides: list[str] | None) -> Config:
-    cfg = load_config(path, overrides)
-    cfg._path = str(path)  # type: ignore[attr-defined]  # shown in the commands we suggest
-    return cfg
-
-
 def _progress(desc: str, unit: str, total: int | None = None) -> tqdm:
     # disable=None: no bar when stderr is not a terminal (CI logs stay readable).
     return tqdm(desc=desc, unit=unit, unit_scale=True, total=total, disable=None,
@@ -87,7 +81,7 @@ def vocab(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
     from .vocab import build_vocab
 
     with _user_errors():
-        cfg = _config(config, set_)
+        cfg = as_config(config, set_)
         with _progress("counting n-grams", " texts") as bar:
             result = build_vocab(cfg, force=force, progress=bar.update)
     m = result.manifest
@@ -111,9 +105,9 @@ def vocab(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
         table.add_row("labels", ", ".join(m["labels"]))
         table.add_row("wall time", f"{m['timings']['total_s']:.1f} s")
         out.print(table)
-        for split in c["splits"].values():
-            for example in split["bad_examples"][:3]:
-                err.print(f"[yellow]skipped[/] {example}", highlight=False)
+        for source in [*c["splits"].values(), *c["pool"]["sources"]]:
+            for example in source["bad_examples"][:3]:
+                err.print(f"[yellow]skipped[/] {example}")
     out.print(f"output: {result.output}")
     out.print(f"next:   sdistill teach {config}")
 

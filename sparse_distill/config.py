@@ -80,7 +80,8 @@ class VocabConfig:
     # Bounded memory: when more distinct n-grams than this are held while counting, the rarest are
     # pruned (recorded in the manifest; the vocabulary is exact when no pruning happened).
     max_candidates: int = field(default=20_000_000, metadata=_range(ge=1000))
-    chunk_size: int = field(default=20_000, metadata=_range(ge=1))
+    # Texts analysed at a time: their n-grams are held as strings (~1,000 a long document).
+    chunk_size: int = field(default=2_000, metadata=_range(ge=1))
 
     def _check(self) -> list[tuple[str, str]]:
         problems = []
@@ -393,6 +394,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
     """Read, override and validate a config; raises `ConfigError` listing every problem."""
     data = apply_overrides(read_yaml(path), overrides or [])
     return config_from_dict(data, check_inputs=check_inputs)
+
+
+def as_config(cfg: Config | str | Path, overrides: list[str] | None = None) -> Config:
+    """A `Config` as it is, or loaded from the path of a YAML file (library entry points)."""
+    if isinstance(cfg, Config):
+        return cfg
+    loaded = load_config(cfg, overrides)
+    loaded._path = str(cfg)  # type: ignore[attr-defined]  # shown in the commands we suggest
+    return loaded
 
 
 def default_cache_dir() -> Path:

@@ -22,8 +22,8 @@ import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer
 
-from .config import Config, VocabConfig, load_config
-from .data import LabeledData, PoolStats, iter_pool, load_labeled
+from .config import Config, VocabConfig, as_config
+from .data import PoolStats, iter_pool, load_labeled
 from .errors import DataError
 from .rundir import (
     atomic_write_json,
@@ -58,10 +58,9 @@ class Bag:
     def mean_weights(self) -> np.ndarray:
         """(nnz,) weights that make a sum-pooled bag the count-weighted mean of its n-grams."""
         lengths = np.diff(self.offsets)  # (n_texts,)
-        totals = np.add.reduceat(self.weights, self.offsets[:-1]) if len(self.ids) else \
-            np.zeros(len(self), np.float32)
-        totals = np.where(lengths > 0, totals, 1.0)  # reduceat repeats a value for empty rows
-        return self.weights / np.repeat(totals, lengths).astype(np.float32)
+        rows = np.repeat(np.arange(len(self)), lengths)  # (nnz,) the text of each id
+        totals = np.bincount(rows, weights=self.weights, minlength=len(self))  # (n_texts,)
+        return (self.weights / totals[rows]).astype(np.float32)
 
     def to_csr(self, n_features: int) -> sparse.csr_matrix:
         return sparse.csr_matrix((self.weights, self.ids, self.offsets),
@@ -214,13 +213,8 @@ class StageResult:
     manifest: dict[str, Any]
 
 
-def as_config(cfg: Config | str | Path, overrides: list[str] | None = None) -> Config:
-    return cfg if isinstance(cfg, Config) else load_config(cfg, overrides)
-
-
 def build_vocab(cfg: Config | str | Path, *, force: bool = False,
-                progress: Callable[[int], None] | None = None,
-                labeled: LabeledData | None = None) -> StageResult:
+                progress: Callable[[int], None] | None = None) -> StageResult:
     """Fit the n-gram vocabulary on train + unlabelled text and write RUN/vocab/.
 
     `progress` is called with the number of texts of each counted chunk (the CLI shows a bar).
@@ -232,7 +226,7 @@ def build_vocab(cfg: Config | str | Path, *, force: bool = False,
     if check_output(cfg, "vocab", fp, force):
         return StageResult("vocab", out, True, read_manifest(out) or {})
     start = time.perf_counter()
-    labeled = labeled or load_labeled(cfg)
+    labeled = load_labeled(cfg)
     pool = PoolStats()
     texts = itertools.chain(labeled.train.texts, iter_pool(cfg, labeled, pool))
     labeled_s = time.perf_counter() - start

@@ -125,12 +125,13 @@ def test_featurizer_equals_countvectorizer_on_random_unicode(texts):
 
 def test_mean_weights_average_over_occurrences():
     vocab = fit(["a film a film", "dull"], ngram_range=[1, 1], token_pattern=r"\w+")
-    bag = Featurizer(vocab)(["a film a film film", "", "dull"])
+    bag = Featurizer(vocab)(["a film a film film", "", "dull", ""])
     weights = bag.mean_weights()
+    assert weights.dtype == np.float32
     assert np.allclose(np.add.reduceat(weights, [0, 2]), [1.0, 1.0])
     by_id = dict(zip(bag.ids[:2].tolist(), weights[:2].tolist(), strict=True))
     assert by_id[vocab.ngrams.index("film")] == pytest.approx(3 / 5)
-    assert np.diff(bag.offsets).tolist() == [2, 0, 1]
+    assert np.diff(bag.offsets).tolist() == [2, 0, 1, 0]
 
 
 def test_save_load_round_trip(tmp_path):
