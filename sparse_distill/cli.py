@@ -102,7 +102,9 @@ def vocab(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
                       + ("" if c["exact"] else f" (pruned {c['prunings']}x, counts <= "
                                                f"{c['pruned_max_tf']} may be missing)"))
         table.add_row("vocabulary size", f"{c['vocab_size']:,}")
-        table.add_row("labels", ", ".join(m["labels"]))
+        labels = m["labels"]
+        table.add_row("labels", f"{len(labels)}: " + ", ".join(labels[:6])
+                      + (", ..." if len(labels) > 6 else ""))
         table.add_row("wall time", f"{m['timings']['total_s']:.1f} s")
         out.print(table)
         for source in [*c["splits"].values(), *c["pool"]["sources"]]:

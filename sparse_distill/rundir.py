@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,16 @@ from .errors import StageError
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {"vocab": ("data", "vocab")}
 STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {"vocab": ()}
 STAGE_COMMANDS = {"vocab": "vocab", "teacher": "teach", "student": "train-student", "eval": "eval"}
+
+
+@dataclass
+class StageResult:
+    """What a stage did: where its output is, whether it was skipped as up to date, its manifest."""
+
+    stage: str
+    output: Path
+    skipped: bool
+    manifest: dict[str, Any]
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -26,6 +25,7 @@ from .config import Config, VocabConfig, as_config
 from .data import PoolStats, iter_pool, load_labeled
 from .errors import DataError
 from .rundir import (
+    StageResult,
     atomic_write_json,
     check_output,
     fingerprint,
@@ -203,16 +203,6 @@ def select_vocabulary(counts: NgramCounts, cfg: VocabConfig) -> Vocabulary:
                       lowercase=cfg.lowercase, token_pattern=cfg.token_pattern)
 
 
-@dataclass
-class StageResult:
-    """What a stage did: where its output is, whether it was skipped as up to date, its manifest."""
-
-    stage: str
-    output: Path
-    skipped: bool
-    manifest: dict[str, Any]
-
-
 def build_vocab(cfg: Config | str | Path, *, force: bool = False,
                 progress: Callable[[int], None] | None = None) -> StageResult:
     """Fit the n-gram vocabulary on train + unlabelled text and write RUN/vocab/.
@@ -224,6 +214,7 @@ def build_vocab(cfg: Config | str | Path, *, force: bool = False,
     inputs = input_fingerprints(cfg)
     fp = fingerprint(cfg, "vocab", inputs)
     if check_output(cfg, "vocab", fp, force):
+        write_resolved_config(cfg)
         return StageResult("vocab", out, True, read_manifest(out) or {})
     start = time.perf_counter()
     labeled = load_labeled(cfg)
@@ -234,6 +225,7 @@ def build_vocab(cfg: Config | str | Path, *, force: bool = False,
     counts = count_ngrams(texts, cfg.vocab, on_chunk=progress)
     count_s = time.perf_counter() - start - labeled_s
     vocab = select_vocabulary(counts, cfg.vocab)
+    select_s = time.perf_counter() - start - labeled_s - count_s
     manifest = make_manifest(
         cfg, "vocab", fp, inputs,
         counts={
@@ -248,7 +240,7 @@ def build_vocab(cfg: Config | str | Path, *, force: bool = False,
             "pruned_max_tf": counts.pruned_below,
         },
         labels=labeled.labels,
-        timings={"read_labeled_s": labeled_s, "count_s": count_s,
+        timings={"read_labeled_s": labeled_s, "count_s": count_s, "select_s": select_s,
                  "total_s": time.perf_counter() - start})
     with staged_dir(out, force=True) as tmp:
         vocab.save(tmp)
