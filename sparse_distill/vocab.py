@@ -180,25 +180,22 @@ def _prune(counts: NgramCounts, keep: int) -> None:
 
 def select_vocabulary(counts: NgramCounts, cfg: VocabConfig) -> Vocabulary:
     """CountVectorizer's selection: min_df <= df <= max_df * n_docs, then the max_features
-    n-grams of highest corpus frequency (ties broken alphabetically, so the result is fixed)."""
-    keys = list(counts.tf)
-    tf = np.fromiter(counts.tf.values(), dtype=np.int64, count=len(keys))
-    df = np.fromiter((counts.df[k] for k in keys), dtype=np.int64, count=len(keys))
-    mask = (df >= cfg.min_df) & (df <= cfg.max_df * counts.n_docs)
-    chosen = np.flatnonzero(mask)
-    if cfg.max_features is not None and len(chosen) > cfg.max_features:
-        cut = int(np.partition(tf[chosen], len(chosen) - cfg.max_features)
-                  [len(chosen) - cfg.max_features])  # the tf of the last n-gram that fits
-        above = chosen[tf[chosen] > cut]
-        ties = sorted(chosen[tf[chosen] == cut], key=keys.__getitem__)
-        chosen = np.concatenate([above, np.asarray(ties[:cfg.max_features - len(above)],
-                                                   dtype=np.int64)])
+    n-grams of highest corpus frequency.
+
+    Ids go from the most frequent n-gram down; equal frequencies keep the order in which the
+    n-grams first occurred (train texts first, then the pool), which fixes the result for fixed
+    inputs without sorting millions of strings.
+    """
+    keys = list(counts.tf)  # in order of first occurrence
+    tf = np.fromiter(counts.tf.values(), dtype=np.int64, count=len(keys))  # (n_candidates,)
+    df = np.fromiter(map(counts.df.__getitem__, keys), dtype=np.int64, count=len(keys))
+    chosen = np.flatnonzero((df >= cfg.min_df) & (df <= cfg.max_df * counts.n_docs))
     if len(chosen) == 0:
         raise DataError(f"vocab: no n-gram is left after vocab.min_df={cfg.min_df} and "
                         f"vocab.max_df={cfg.max_df} on {counts.n_docs} texts; lower vocab.min_df "
                         "or add text")
-    order = sorted(chosen.tolist(), key=lambda i: (-tf[i], keys[i]))
-    return Vocabulary(ngrams=[keys[i] for i in order], df=df[order], tf=tf[order],
+    order = chosen[np.argsort(-tf[chosen], kind="stable")][:cfg.max_features]
+    return Vocabulary(ngrams=[keys[i] for i in order.tolist()], df=df[order], tf=tf[order],
                       ngram_range=(cfg.ngram_range[0], cfg.ngram_range[1]),
                       lowercase=cfg.lowercase, token_pattern=cfg.token_pattern)
 
