@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -42,8 +43,10 @@ import numpy as np
 from scipy import sparse
 
 from sparse_distill.config import config_from_dict
+from sparse_distill.errors import StageError
 from sparse_distill.vocab import Bag, Featurizer, Vocabulary, build_vocab
 
+REPO = Path(__file__).resolve().parent.parent
 DATASETS = {"rt": "short", "20ng": "long"}
 
 
@@ -85,11 +88,24 @@ def load_or_build_vocab(name: str, cache: Path, work: Path, vocab_dir: Path | No
                  "unlabeled": [{"path": str(cache / "data" / "pool-general" / "pool.txt")}]},
     })  # vocab: the defaults (n-grams 1-4, max_features 1,000,000)
     start = time.perf_counter()
-    result = build_vocab(cfg)
+    try:
+        result = build_vocab(cfg)
+    except StageError:  # built by another version of the settings: the dir is ours, rebuild it
+        result = build_vocab(cfg, force=True)
     state = "up to date, reused" if result.skipped else \
         f"built in {time.perf_counter() - start:.0f} s"
     print(f"[{name}] vocab {result.output}: {state}", file=sys.stderr)
     return Vocabulary.load(result.output)
+
+
+def code_version() -> str:
+    """The library's git commit (and whether its tracked files differ from it), for the record."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                              check=False).stdout.strip()
+    dirty = git("status", "--porcelain", "--untracked-files=no", "sparse_distill")
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + (" + local changes" if dirty else "")
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -162,6 +178,7 @@ def table(results: list[Result], repeats: int) -> str:
                             f"analyzer {r.analyze_s:.2f}, Featurizer setup {r.setup_s:.2f}"
                             for r in results) + ".")
     rows.append("Content check: Bag ids/offsets/weights == CSR indices/indptr/data: passed.")
+    rows.append(f"sparse_distill at {code_version()}.")
     return "\n".join(rows)
 
 

@@ -61,6 +61,16 @@ class Measured:
     manifest: dict[str, Any]
 
 
+def code_version() -> str:
+    """The library's git commit (and whether its tracked files differ from it), for the record."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                              check=False).stdout.strip()
+    dirty = git("status", "--porcelain", "--untracked-files=no", "sparse_distill")
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + (" + local changes" if dirty else "")
+
+
 def read_jsonl_texts(path: Path) -> list[str]:
     with path.open(encoding="utf-8") as f:
         return [json.loads(line)["text"] for line in f if line.strip()]
@@ -105,7 +115,7 @@ def make_corpus(cache: Path, path: Path, n_texts: int, seed: int, regenerate: bo
     source_files = [rt / "train.jsonl", rt / "plot.txt",
                     cache / "data" / "pool-general" / "pool.txt"]
     params = {"n_texts": n_texts, "seed": seed, "window": WINDOW,
-              "sources": [(str(p), p.stat().st_size) for p in source_files]}
+              "sources": [[str(p), p.stat().st_size] for p in source_files]}
     meta = path.with_suffix(".json")
     if not regenerate and path.is_file() and meta.is_file() and \
             json.loads(meta.read_text()) == params:
@@ -168,28 +178,48 @@ def measure(run: Run, cache: Path, logs: Path) -> Measured:
     return Measured(run, wall_s, int(match.group(1)), manifest)
 
 
-def vocab_ngrams(run_dir: Path) -> set[str]:
-    return set(json.loads((run_dir / "vocab" / "vocab.json").read_text())["ngrams"])
+def load_vocab(run_dir: Path) -> dict[str, int]:
+    """n-gram -> its counted corpus frequency, from a run's vocab directory."""
+    ngrams = json.loads((run_dir / "vocab" / "vocab.json").read_text())["ngrams"]
+    tf = np.load(run_dir / "vocab" / "tf.npy", allow_pickle=False)
+    return dict(zip(ngrams, tf.tolist(), strict=True))
+
+
+def compare(exact: dict[str, int], pruned: dict[str, int]) -> str:
+    """How far a pruned run's vocabulary is from the exact one (same corpus, same settings)."""
+    cut = min(exact.values())  # the tf of the last n-gram that made the exact vocabulary
+    missing = [g for g in exact if g not in pruned]
+    missing_above = [g for g in missing if exact[g] > cut]
+    common = [g for g in exact if g in pruned]
+    under = [exact[g] - pruned[g] for g in common if pruned[g] < exact[g]]
+    return (f"{len(common):,} of {len(exact):,} n-grams in common; exact vocabulary cut at "
+            f"tf {cut}; of the {len(missing):,} missing from the pruned one, "
+            f"{len(missing_above):,} have an exact tf above the cut (up to "
+            f"{max((exact[g] for g in missing), default=0)}); {len(under):,} common n-grams "
+            f"have an under-counted tf (by up to {max(under, default=0)}).")
 
 
 def table(results: list[Measured]) -> str:
-    rows = ["| run | texts counted | max_candidates | wall s | count s | peak RSS GiB "
-            "| distinct n-grams counted | prunings | exact | pruned tf <= | vocab size |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    rows = ["| run | texts counted | max_candidates | wall s | count s | select s | peak RSS GiB "
+            "| distinct n-grams counted | prunings | exact | max_undercount | vocab size |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for m in results:
         c = m.manifest["counts"]
         max_candidates = next((o.split("=", 1)[1] for o in m.run.overrides
                                if o.startswith("vocab.max_candidates=")), "20000000 (default)")
         rows.append(
             f"| {m.run.name} | {c['texts']:,} | {max_candidates} | {m.wall_s:.0f} "
-            f"| {m.manifest['timings']['count_s']:.0f} | {m.peak_rss_kib / 2**20:.2f} "
+            f"| {m.manifest['timings']['count_s']:.0f} "
+            f"| {m.manifest['timings'].get('select_s', float('nan')):.0f} "
+            f"| {m.peak_rss_kib / 2**20:.2f} "
             f"| {c['distinct_ngrams_counted']:,} | {c['prunings']} | {c['exact']} "
-            f"| {c['pruned_max_tf']} | {c['vocab_size']:,} |")
+            f"| {c['max_undercount']} | {c['vocab_size']:,} |")
     pools = [f"{m.run.name}: kept {m.manifest['counts']['pool']['kept']:,}, "
              f"{m.manifest['counts']['pool']['duplicates_removed']:,} duplicates and "
              f"{m.manifest['counts']['pool']['leakage_removed']:,} dev/test texts removed"
              for m in results]
-    rows += ["", "Unlabelled pool: " + "; ".join(pools) + "."]
+    rows += ["", "Unlabelled pool: " + "; ".join(pools) + ".", "",
+             f"sparse_distill at {code_version()}."]
     return "\n".join(rows)
 
 
@@ -228,10 +258,10 @@ def main(argv: list[str] | None = None) -> None:
         write_config(args.cache, corpus, config, runs["1m"].run_dir)
     results = [measure(runs[name], args.cache, logs) for name in chosen]
     print(table(results))
-    if "1m" in chosen and "1m-small" in chosen:
-        full, small = (vocab_ngrams(runs[n].run_dir) for n in ("1m", "1m-small"))
-        print(f"\n1m-small vs 1m vocabulary: {len(full & small):,} n-grams in common of "
-              f"{len(full):,} / {len(small):,}.")
+    done = {m.run.name: m for m in results}
+    if "1m" in done and "1m-small" in done and done["1m"].manifest["counts"]["exact"]:
+        print("\n1m-small vs 1m (exact) vocabulary: "
+              + compare(load_vocab(runs["1m"].run_dir), load_vocab(runs["1m-small"].run_dir)))
 
 
 if __name__ == "__main__":

@@ -99,8 +99,9 @@ def vocab(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
             s["bad"] for s in c["pool"]["sources"])
         table.add_row("bad lines skipped", f"{bad:,}")
         table.add_row("distinct n-grams counted", f"{c['distinct_ngrams_counted']:,}"
-                      + ("" if c["exact"] else f" (pruned {c['prunings']}x, counts <= "
-                                               f"{c['pruned_max_tf']} may be missing)"))
+                      + ("" if c["exact"] else f" (pruned {c['prunings']}x: any count may be "
+                                               f"up to {c['max_undercount']} too low; raise "
+                                               "vocab.max_candidates for exact counts)"))
         table.add_row("vocabulary size", f"{c['vocab_size']:,}")
         labels = m["labels"]
         table.add_row("labels", f"{len(labels)}: " + ", ".join(labels[:6])

@@ -133,8 +133,10 @@ class NgramCounts:
     tf: Counter[str]
     df: Counter[str]
     n_docs: int
-    # The largest term frequency that pruning may have dropped (0: the counts are exact).
-    pruned_below: int = 0
+    # How much any count may be too low after pruning (0: the counts are exact). An n-gram pruned
+    # at threshold t loses up to t and starts again from zero, so the bound is the sum of the
+    # thresholds of every pruning, not the largest.
+    max_undercount: int = 0
     prunings: int = 0
 
 
@@ -174,7 +176,7 @@ def _prune(counts: NgramCounts, keep: int) -> None:
     threshold = int(np.partition(tf, len(tf) - keep - 1)[len(tf) - keep - 1])
     counts.tf = Counter({k: v for k, v in counts.tf.items() if v > threshold})
     counts.df = Counter({k: counts.df[k] for k in counts.tf})
-    counts.pruned_below = max(counts.pruned_below, threshold)
+    counts.max_undercount += threshold
     counts.prunings += 1
 
 
@@ -234,7 +236,7 @@ def build_vocab(cfg: Config | str | Path, *, force: bool = False,
             "vocab_size": len(vocab),
             "exact": counts.prunings == 0,
             "prunings": counts.prunings,
-            "pruned_max_tf": counts.pruned_below,
+            "max_undercount": counts.max_undercount,
         },
         labels=labeled.labels,
         timings={"read_labeled_s": labeled_s, "count_s": count_s, "select_s": select_s,
