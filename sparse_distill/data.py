@@ -118,11 +118,16 @@ def resolve_format(src: SourceConfig, path: str) -> str:
     return "unknown"
 
 
+def _role(key: str) -> str:
+    """'data.unlabeled[2]' -> 'unlabeled'."""
+    return key.split(".")[1].split("[")[0]
+
+
 def columns_for(cfg: Config, key: str, src: SourceConfig) -> tuple[str, str | None]:
     """(text column, label column or None): unset names fall back to train's, then text/label."""
     train = cfg.data.train
     text = src.text or train.text or "text"
-    if key.startswith("data.unlabeled"):
+    if _role(key) == "unlabeled":
         return text, None
     return text, src.label or train.label or "label"
 
@@ -211,7 +216,7 @@ def check_sources(cfg: Config) -> list[str]:
     """Every missing file, unreadable format and missing column of the config, one line each."""
     problems = []
     for key, src in cfg.sources():
-        role = key.split(".")[1].split("[")[0]
+        role = _role(key)
         try:
             path = expand_path(src.path)
         except KeyError as exc:
@@ -378,7 +383,7 @@ def iter_records(cfg: Config, key: str, src: SourceConfig) -> tuple[Iterator[Rec
     path = expand_path(src.path)
     fmt = resolve_format(src, path)
     text_col, label_col = columns_for(cfg, key, src)
-    role = key.split(".")[1].split("[")[0]
+    role = _role(key)
     if fmt == "txt":
         records = _read_txt(path, text_col, label_col)
     elif fmt == "jsonl":
