@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .config import as_config, default_cache_dir
 from .errors import NotBuiltError, SDistillError
+from .progress import Reporter
 
 app = typer.Typer(
     help="Distil a transformer text classifier into a sparse n-gram DAN that is hundreds of "
@@ -118,13 +119,81 @@ def vocab(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
 def _not_built(command: str, issue: int) -> None:
     with _user_errors():
         raise NotBuiltError(f"`sdistill {command}` is not built yet (issue {issue}); the stages "
-                            "available now are: vocab, data fetch")
+                            "available now are: data fetch, vocab, teach")
+
+
+class _Bars(Reporter):
+    """One tqdm bar per phase, with the phase's last note as its postfix."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def start(self, phase: str, total: int | None, done: int = 0, unit: str = "it") -> None:
+        self.close()
+        self.bar = _progress(phase, f" {unit}", total)
+        self.bar.update(done)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def note(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 @app.command()
 def teach(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None:
-    """Fine-tune or load the teacher, evaluate it, soft-label train + unlabelled text."""
-    _not_built("teach", 3)
+    """Fine-tune or load the teacher, evaluate it, soft-label train + unlabelled text.
+
+    Resumable: rerun the same command after an interruption. Several processes or GPUs:
+    torchrun --standalone --nproc_per_node N --no-python sdistill teach CONFIG
+    """
+    from .teacher import teach as run_teach
+
+    with _user_errors():
+        cfg = as_config(config, set_)
+        bars = _Bars()
+        try:
+            result = run_teach(cfg, force=force, report=bars)
+        finally:
+            bars.close()
+    m = result.manifest
+    if not m:  # a torchrun worker other than rank 0: rank 0 prints the summary
+        return
+    if result.skipped:
+        out.print(f"teach: {result.output} is up to date with its inputs and config; nothing to "
+                  "do (--force redoes it)")
+    else:
+        table = Table(title="teacher", show_header=False, title_justify="left")
+        table.add_row("model", f"{m['teacher']['source']}"
+                      + (" (fine-tuned)" if m["teacher"]["finetuned"] else ""))
+        ft = m.get("finetune")
+        if ft:
+            table.add_row("fine-tune", f"{ft['epochs']} epochs, {ft['steps']} steps, "
+                          f"{ft['seconds']:.0f} s" + (f", resumed from {ft['resumed_from']}"
+                                                      if ft["resumed_from"] else ""))
+        for name, ev in m["eval"].items():
+            table.add_row(f"{name} accuracy / macro-F1", f"{ev['accuracy']:.4f} / "
+                          f"{ev['macro_f1']:.4f} ({ev['n']:,} texts, {ev['texts_per_s']:.0f}/s)")
+        lab = m["labelling"]
+        rate = f", {lab['texts_per_s']:.0f} texts/s" if lab["texts_per_s"] else ""
+        table.add_row("soft labels", f"{m['counts']['targets']:,} texts in "
+                      f"{m['counts']['shards']} shards (train {m['counts']['train']:,} + "
+                      f"unlabelled {m['counts']['pool']['kept']:,}){rate}")
+        if lab["resumed_shards"]:
+            table.add_row("resumed", f"{lab['resumed_shards']} shards were already done")
+        table.add_row("device", f"{m['device']}, {m['precision']}, {m['processes']} process(es), "
+                      f"{m['threads']} threads")
+        table.add_row("wall time", f"{m['timings']['total_s']:.1f} s")
+        out.print(table)
+    out.print(f"output: {result.output}")
+    out.print(f"next:   sdistill train-student {config}")
 
 
 @app.command("train-student")
@@ -225,6 +294,10 @@ def data_list(cache_dir: CacheOpt = None) -> None:
 
 
 def main() -> None:
-    # Hub libraries print advisory warnings on import that are noise on a command line.
+    # The hub libraries' own load reports, warnings and per-file bars are noise on a command
+    # line that draws its own progress; errors still show.
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     app()

@@ -101,12 +101,27 @@ class VocabConfig:
 
 @dataclass
 class TeacherConfig:
+    # A local model directory or a Hugging Face Hub id (online only).
     model: str = "roberta-large"
     finetune: bool = True
     epochs: int = field(default=3, metadata=_range(ge=1))
     lr: float = field(default=2.0e-5, metadata=_range(gt=0.0))
     batch_size: int = field(default=32, metadata=_range(ge=1))
+    grad_accum: int = field(default=1, metadata=_range(ge=1))
+    warmup_ratio: float = field(default=0.06, metadata=_range(ge=0.0, lt=1.0))
+    weight_decay: float = field(default=0.01, metadata=_range(ge=0.0))
     max_length: int = field(default=256, metadata=_range(ge=8))
+    # auto: bf16 where the device computes it natively (CUDA, or a CPU with AVX512-BF16 / AMX),
+    # else fp32 (fp16 on CUDA without bf16). Training uses train_precision.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    train_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    label_batch_size: int = field(default=128, metadata=_range(ge=1))
+    # Texts per soft-label shard: the unit of resumption and of work split across processes.
+    shard_size: int = field(default=20_000, metadata=_range(ge=1))
+    sort_by_length: bool = True
+    # For a classifier loaded with finetune: false, its label names -> the data's labels.
+    label_map: dict[str, str] = field(default_factory=dict)
+    trust_remote_code: bool = False
 
 
 @dataclass
@@ -216,6 +231,21 @@ def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
             problems.append(f"{key}: expected {_type_name(tp)}, got {value!r}{did}")
             raise _Invalid
         return value
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            problems.append(f"{key}: expected a mapping, got {value!r}")
+            raise _Invalid
+        converted, failed = {}, False
+        for k, v in value.items():
+            try:
+                converted[_convert(key_tp, k, f"{key}.{k}", problems)] = \
+                    _convert(value_tp, v, f"{key}.{k}", problems)
+            except _Invalid:
+                failed = True
+        if failed:
+            raise _Invalid
+        return converted
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):

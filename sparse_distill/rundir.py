@@ -27,8 +27,11 @@ from .data import resolve_format
 from .errors import StageError
 
 # The config sections each stage's output depends on, and the stages it reads.
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {"vocab": ("data", "vocab")}
-STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {"vocab": ()}
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {"vocab": ("data", "vocab"),
+                                               "teacher": ("data", "teacher")}
+STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {"vocab": (), "teacher": ()}
+# Stages whose result depends on run.seed (fine-tuning shuffles and initialises).
+STAGE_SEEDED = {"teacher"}
 STAGE_COMMANDS = {"vocab": "vocab", "teacher": "teach", "student": "train-student", "eval": "eval"}
 
 
@@ -81,6 +84,17 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def replace_dir(src: Path, final: Path) -> None:
+    """Move a complete directory into place, replacing `final` if it exists."""
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+        os.replace(final, old / final.name)
+        os.replace(src, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(src, final)
+
+
 @contextlib.contextmanager
 def staged_dir(final: Path, force: bool) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces `final` only if the block succeeds."""
@@ -88,16 +102,9 @@ def staged_dir(final: Path, force: bool) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
-        if final.exists():
-            if not force:
-                raise StageError(f"{final} already exists; rerun with --force to overwrite it")
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old",
-                                        dir=final.parent))
-            os.replace(final, old / final.name)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
+        if final.exists() and not force:
+            raise StageError(f"{final} already exists; rerun with --force to overwrite it")
+        replace_dir(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -141,8 +148,11 @@ def manifest_digest(stage_dir: Path) -> str | None:
 def fingerprint(cfg: Config, stage: str, inputs: list[dict[str, Any]]) -> dict[str, Any]:
     """What decides whether a stage's output is up to date."""
     run_dir = cfg.run_dir()
+    hashes = {s: cfg.section_hash(s) for s in STAGE_SECTIONS[stage]}
+    if stage in STAGE_SEEDED:
+        hashes["run.seed"] = str(cfg.run.seed)
     return {
-        "config_hash": {s: cfg.section_hash(s) for s in STAGE_SECTIONS[stage]},
+        "config_hash": hashes,
         "inputs": {i["key"]: i["sha256"] or i["path"] for i in inputs},
         "upstream": {u: manifest_digest(run_dir / u) for u in STAGE_UPSTREAM[stage]},
     }
@@ -152,7 +162,7 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     diffs = []
     for section, digest in new["config_hash"].items():
         if old.get("config_hash", {}).get(section) != digest:
-            diffs.append(f"config section '{section}' changed")
+            diffs.append(f"config {'key' if '.' in section else 'section'} '{section}' changed")
     old_inputs = old.get("inputs", {})
     for key, digest in new["inputs"].items():
         if key not in old_inputs:

@@ -50,3 +50,58 @@ def write_config(tmp_path: Path):
         return path
 
     return write
+
+
+def _fixture_texts() -> list[str]:
+    texts = []
+    for name in ("train.jsonl", "dev.jsonl", "test.jsonl"):
+        texts += [yaml.safe_load(line)["text"] for line in (DATA / name).read_text().splitlines()]
+    return texts + (DATA / "pool.txt").read_text().splitlines()
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised RoBERTa with a byte-level BPE tokenizer trained here."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    directory = tmp_path_factory.mktemp("tiny-roberta")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(_fixture_texts(), vocab_size=400, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(directory))
+    tokenizer = RobertaTokenizerFast(vocab_file=str(directory / "vocab.json"),
+                                     merges_file=str(directory / "merges.txt"))
+    tokenizer.save_pretrained(str(directory))
+    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                           num_attention_heads=4, intermediate_size=37,
+                           max_position_embeddings=130, type_vocab_size=1, pad_token_id=1,
+                           bos_token_id=0, eos_token_id=2)
+    torch.manual_seed(0)
+    RobertaModel(config).save_pretrained(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tiny_roberta: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny RoBERTa with a (random) classification head for the labels neg/pos."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    directory = tmp_path_factory.mktemp("tiny-classifier")
+    torch.manual_seed(1)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(tiny_roberta), num_labels=2, id2label={0: "neg", 1: "pos"},
+        label2id={"neg": 0, "pos": 1})
+    model.save_pretrained(str(directory))
+    AutoTokenizer.from_pretrained(str(tiny_roberta)).save_pretrained(str(directory))
+    return directory
+
+
+def teacher_config(config_dict: dict[str, Any], model: Path, **teacher: Any) -> dict[str, Any]:
+    """A config whose teacher is a tiny local model, sized for tests."""
+    config_dict["teacher"] = {"model": str(model), "epochs": 2, "batch_size": 8,
+                              "max_length": 32, "label_batch_size": 8, "shard_size": 10,
+                              "lr": 1.0e-3, **teacher}
+    return config_dict

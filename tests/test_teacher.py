@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import teacher_config
+
+from sparse_distill.config import config_from_dict
+from sparse_distill.errors import DataError, SDistillError
+from sparse_distill.teacher import label_order, read_targets, teach
+
+
+def shard_bytes(run_dir: Path) -> dict[str, bytes]:
+    targets = run_dir / "teacher" / "targets"
+    return {p.name: p.read_bytes() for p in sorted(targets.glob("shard-*.npy"))}
+
+
+def test_finetune_evaluate_label_and_skip_rerun(config_dict, tiny_roberta):
+    cfg = config_from_dict(teacher_config(config_dict, tiny_roberta))
+    result = teach(cfg)
+    m = result.manifest
+    out = cfg.run_dir() / "teacher"
+    assert result.output == out and not (cfg.run_dir() / "teacher.partial").exists()
+    assert m["teacher"]["finetuned"] and m["finetune"]["epochs"] == 2
+    assert [e["epoch"] for e in m["finetune"]["dev_by_epoch"]] == [1.0, 2.0]
+    assert set(m["eval"]) == {"dev", "test"}
+    assert 0.0 <= m["eval"]["test"]["accuracy"] <= 1.0 and m["eval"]["test"]["n"] == 6
+    # The saved teacher carries the data's labels, and its checkpoints are gone.
+    saved = json.loads((out / "model" / "config.json").read_text())
+    assert saved["id2label"] == {"0": "neg", "1": "pos"}
+    assert not (out / "checkpoints").exists()
+    # Targets: train then the guarded pool, in shards of 10, with an index.
+    logits, rows = read_targets(out / "targets")
+    assert logits.shape == (28 + 17, 2) and logits.dtype == np.float32
+    assert np.isfinite(logits).all()
+    index = json.loads((out / "targets" / "index.json").read_text())
+    assert [s["rows"] for s in index["shards"]] == [10, 10, 10, 10, 5]
+    assert index["labels"] == ["neg", "pos"] and index["train_rows"] == 28
+    assert rows[0]["split"] == "train" and rows[0]["label"] in ("neg", "pos")
+    assert rows[28]["split"] == "unlabeled" and rows[28]["label"] is None
+    assert m["counts"]["targets"] == 45 and m["labelling"]["resumed_shards"] == 0
+    again = teach(cfg)
+    assert again.skipped and again.manifest["created"] == m["created"]
+
+
+def test_loaded_classifier_labels_match_or_map(config_dict, tiny_classifier, tmp_path):
+    cfg = config_from_dict(teacher_config(config_dict, tiny_classifier, finetune=False))
+    m = teach(cfg).manifest
+    assert m["finetune"] is None and m["teacher"]["label_columns"] == [0, 1]
+    assert not (cfg.run_dir() / "teacher" / "model").exists()  # the source is used in place
+
+
+def test_label_mismatch_lists_both_sets():
+    with pytest.raises(DataError, match=re.escape(
+            "teacher.model: its labels ['LABEL_0', 'LABEL_1'] do not match the data's labels "
+            "['neg', 'pos']; map them with teacher.label_map (model label: data label), e.g. "
+            "teacher.label_map: {LABEL_0: neg, LABEL_1: pos}")):
+        label_order(["LABEL_0", "LABEL_1"], ["neg", "pos"], {})
+    # Mapped, and in another order than the data's: the columns are permuted.
+    assert label_order(["POSITIVE", "NEGATIVE"], ["neg", "pos"],
+                       {"POSITIVE": "pos", "NEGATIVE": "neg"}).tolist() == [1, 0]
+
+
+def test_resume_after_a_crash_writes_identical_targets(config_dict, tiny_classifier, tmp_path,
+                                                       monkeypatch):
+    from sparse_distill import teacher as teacher_mod
+
+    whole = config_from_dict(teacher_config(dict(config_dict, run={"dir": str(tmp_path / "a")}),
+                                            tiny_classifier, finetune=False))
+    teach(whole)
+    crashed = config_from_dict(teacher_config(dict(config_dict, run={"dir": str(tmp_path / "b")}),
+                                              tiny_classifier, finetune=False))
+    real_save = teacher_mod._save_npy
+    calls = []
+
+    def save_then_die(path, array):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed while labelling the third shard
+        calls.append(path)
+        real_save(path, array)
+
+    monkeypatch.setattr(teacher_mod, "_save_npy", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        teach(crashed)
+    partial = tmp_path / "b" / "teacher.partial" / "targets"
+    assert sorted(p.name for p in partial.glob("shard-*.npy")) == ["shard-00000.npy",
+                                                                   "shard-00001.npy"]
+    assert not (tmp_path / "b" / "teacher").exists()
+    monkeypatch.setattr(teacher_mod, "_save_npy", real_save)
+    resumed = teach(crashed)
+    assert resumed.manifest["labelling"]["resumed_shards"] == 2
+    assert shard_bytes(tmp_path / "b") == shard_bytes(tmp_path / "a")
+    assert len(shard_bytes(tmp_path / "a")) == 5
+
+
+def test_partial_state_from_another_config_is_discarded(config_dict, tiny_classifier,
+                                                        monkeypatch):
+    from sparse_distill import teacher as teacher_mod
+
+    cfg = config_from_dict(teacher_config(config_dict, tiny_classifier, finetune=False))
+    monkeypatch.setattr(teacher_mod, "_save_npy", lambda *a: (_ for _ in ()).throw(OSError))
+    with pytest.raises(OSError):
+        teach(cfg)
+    monkeypatch.undo()
+    changed = config_from_dict(teacher_config(config_dict, tiny_classifier, finetune=False,
+                                              shard_size=7))
+    m = teach(changed).manifest
+    assert m["counts"]["shards"] == 7 and m["labelling"]["resumed_shards"] == 0
+
+
+def test_finetune_resumes_from_its_last_epoch_checkpoint(config_dict, tiny_roberta, monkeypatch):
+    from transformers import TrainerCallback
+
+    from sparse_distill import teacher as teacher_mod
+
+    cfg = config_from_dict(teacher_config(config_dict, tiny_roberta))
+    real_callback = teacher_mod._progress_callback
+
+    class DieAfterFirstSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(teacher_mod, "_progress_callback", lambda *a: DieAfterFirstSave())
+    with pytest.raises(KeyboardInterrupt):
+        teach(cfg)
+    checkpoints = cfg.run_dir() / "teacher.partial" / "checkpoints"
+    assert [p.name for p in checkpoints.iterdir()] == ["checkpoint-4"]  # epoch 1 of 2
+    monkeypatch.setattr(teacher_mod, "_progress_callback", real_callback)
+    m = teach(cfg).manifest
+    assert m["finetune"]["resumed_from"] == "checkpoint-4" and m["finetune"]["steps"] == 8
+
+
+def test_hub_id_offline_is_one_clear_error(config_dict):
+    cfg = config_from_dict(teacher_config(config_dict, Path("roberta-large")))
+    cfg.teacher.model = "roberta-large"
+    with pytest.raises(SDistillError) as info:
+        teach(cfg)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("teacher.model: 'roberta-large' is not a local directory and "
+                              "could not be loaded from the Hugging Face Hub (")
+    assert "sdistill data fetch minilm" in message
+
+
+def _run_teach(config: Path, nproc: int) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1]))
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "sparse_distill", "teach", str(config)]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+               str(nproc), "--no-python", sys.executable, "-m", "sparse_distill", "teach",
+               str(config)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_two_processes_label_exactly_like_one(config_dict, tiny_classifier, write_config,
+                                               tmp_path):
+    one = teacher_config(dict(config_dict, run={"dir": str(tmp_path / "one")}), tiny_classifier,
+                         finetune=False)
+    two = teacher_config(dict(config_dict, run={"dir": str(tmp_path / "two")}), tiny_classifier,
+                         finetune=False)
+    single = _run_teach(write_config(one, "one.yaml"), 1)
+    assert single.returncode == 0, single.stderr[-3000:]
+    double = _run_teach(write_config(two, "two.yaml"), 2)
+    assert double.returncode == 0, double.stderr[-3000:]
+    assert "2 process(es)" in double.stdout
+    assert shard_bytes(tmp_path / "two") == shard_bytes(tmp_path / "one")
+    for name in ("index.json", "texts.jsonl"):
+        assert (tmp_path / "two" / "teacher" / "targets" / name).read_bytes() == \
+            (tmp_path / "one" / "teacher" / "targets" / name).read_bytes()
+    shutil.rmtree(tmp_path / "one")
