@@ -176,3 +176,19 @@ def test_two_processes_label_exactly_like_one(config_dict, tiny_classifier, writ
         assert (tmp_path / "two" / "teacher" / "targets" / name).read_bytes() == \
             (tmp_path / "one" / "teacher" / "targets" / name).read_bytes()
     shutil.rmtree(tmp_path / "one")
+
+
+def test_cli_teach_prints_a_summary_and_the_next_command(config_dict, tiny_classifier,
+                                                         write_config):
+    from typer.testing import CliRunner
+
+    from sparse_distill.cli import app
+
+    path = write_config(teacher_config(config_dict, tiny_classifier, finetune=False))
+    result = CliRunner().invoke(app, ["teach", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "test accuracy / macro-F1" in result.output
+    assert "45 texts in 5 shards (train 28 + unlabelled 17)" in result.output
+    assert f"next:   sdistill train-student {path}" in result.output
+    rerun = CliRunner().invoke(app, ["teach", str(path), "--set", "teacher.shard_size=20"])
+    assert rerun.exit_code == 1 and "config section 'teacher' changed" in rerun.output
