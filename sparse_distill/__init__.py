@@ -12,6 +12,17 @@ from .data import LabeledData, load_labeled
 from .errors import ConfigError, DataError, FetchError, SDistillError, StageError
 from .vocab import Bag, Featurizer, Vocabulary, build_vocab
 
+
+def __getattr__(name: str) -> object:
+    # The teacher needs torch and transformers: imported on first use, so that the CLI and the
+    # light stages start fast.
+    if name in ("teach", "read_targets"):
+        from . import teacher
+
+        return getattr(teacher, name)
+    raise AttributeError(f"module 'sparse_distill' has no attribute {name!r}")
+
+
 __all__ = [
     "Bag",
     "Config",
@@ -28,4 +39,6 @@ __all__ = [
     "fetch",
     "load_config",
     "load_labeled",
+    "read_targets",
+    "teach",
 ]

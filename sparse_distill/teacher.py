@@ -129,6 +129,16 @@ def _load_error(source: str, exc: Exception) -> SDistillError:
                          "$SDISTILL_CACHE/models/minilm)")
 
 
+def model_source(model: str) -> str:
+    """A local model folder (with `~` and `$VARS` expanded), else the hub id as written."""
+    try:
+        path = expand_path(model)
+    except KeyError as exc:
+        raise SDistillError(f"teacher.model: environment variable ${exc.args[0]} is not set; "
+                            "set it or write the path out") from None
+    return path if Path(path).exists() else model
+
+
 def load_tokenizer(source: str, trust_remote_code: bool) -> Any:
     from transformers import AutoTokenizer
 
@@ -426,16 +436,6 @@ def _write_texts(path: Path, data: LabeledData, pool: list[str]) -> None:
     lines += [json.dumps({"text": t, "split": "unlabeled", "label": None}, ensure_ascii=False)
               for t in pool]
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
-
-
-def model_source(model: str) -> str:
-    """A local model folder (with `~` and `$VARS` expanded), else the hub id as written."""
-    try:
-        path = expand_path(model)
-    except KeyError as exc:
-        raise SDistillError(f"teacher.model: environment variable ${exc.args[0]} is not set; "
-                            "set it or write the path out") from None
-    return path if Path(path).exists() else model
 
 
 def teach(cfg: Config | str | Path, *, force: bool = False,
