@@ -266,6 +266,7 @@ def _train_args(t: TeacherConfig, cfg: Config, output_dir: Path, rt: Runtime,
         report_to=[],
         disable_tqdm=True,
         ddp_timeout=12 * 3600,
+        ddp_find_unused_parameters=False,  # a classifier uses every parameter
         dataloader_num_workers=0,
     )
 
