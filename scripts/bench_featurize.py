@@ -28,10 +28,8 @@ Run:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -40,13 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchutil import code_version, read_jsonl_texts
 from scipy import sparse
 
 from sparse_distill.config import config_from_dict
 from sparse_distill.errors import StageError
 from sparse_distill.vocab import Bag, Featurizer, Vocabulary, build_vocab
 
-REPO = Path(__file__).resolve().parent.parent
 DATASETS = {"rt": "short", "20ng": "long"}
 
 
@@ -73,11 +71,6 @@ class Result:
         return self.n_texts / self.featurize_s
 
 
-def read_texts(path: Path) -> list[str]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line)["text"] for line in f if line.strip()]
-
-
 def load_or_build_vocab(name: str, cache: Path, work: Path, vocab_dir: Path | None) -> Vocabulary:
     """An existing vocab directory, else the real vocab stage on train + the general pool."""
     if vocab_dir is not None:
@@ -96,16 +89,6 @@ def load_or_build_vocab(name: str, cache: Path, work: Path, vocab_dir: Path | No
         f"built in {time.perf_counter() - start:.0f} s"
     print(f"[{name}] vocab {result.output}: {state}", file=sys.stderr)
     return Vocabulary.load(result.output)
-
-
-def code_version() -> str:
-    """The library's git commit (and whether its tracked files differ from it), for the record."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
-                              check=False).stdout.strip()
-    dirty = git("status", "--porcelain", "--untracked-files=no", "sparse_distill")
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + (" + local changes" if dirty else "")
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -204,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for name in args.only or list(DATASETS):
         texts = [t for split in ("train", "dev", "test")
-                 for t in read_texts(args.cache / "data" / name / f"{split}.jsonl")]
+                 for t in read_jsonl_texts(args.cache / "data" / name / f"{split}.jsonl")]
         vocab_dir = {"rt": args.vocab_rt, "20ng": args.vocab_20ng}[name]
         vocab = load_or_build_vocab(name, args.cache, args.work, vocab_dir)
         results.append(bench(name, texts, vocab, args.repeats))

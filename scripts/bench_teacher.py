@@ -14,21 +14,16 @@ Run (after `sdistill data fetch rt 20ng minilm`):
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from benchutil import code_version, read_jsonl_texts
 
 from sparse_distill.config import default_cache_dir
 from sparse_distill.teacher import load_classifier, load_tokenizer, predict_logits
-
-
-def read_texts(path: Path, n: int) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line)["text"] for _, line in zip(range(n), f, strict=False)]
 
 
 def main() -> None:
@@ -45,11 +40,11 @@ def main() -> None:
     tokenizer = load_tokenizer(source, False)
     model = load_classifier(source, labels, False)
     device = torch.device("cpu")
-    sets = [("rt", read_texts(args.cache / "data/rt/test.jsonl", args.n_short)
-             + read_texts(args.cache / "data/rt/train.jsonl", args.n_short), 64),
-            ("20ng", read_texts(args.cache / "data/20ng/test.jsonl", args.n_long), 256)]
+    sets = [("rt", read_jsonl_texts(args.cache / "data/rt/test.jsonl", args.n_short)
+             + read_jsonl_texts(args.cache / "data/rt/train.jsonl", args.n_short), 64),
+            ("20ng", read_jsonl_texts(args.cache / "data/20ng/test.jsonl", args.n_long), 256)]
     print(f"model {source}; {torch.get_num_threads()} threads; batch {args.batch_size}; "
-          f"median of {args.repeats}")
+          f"median of {args.repeats}; sparse_distill at {code_version()}")
     print("| texts | max_length | n | precision | order | texts/s | vs fp32 unsorted |")
     print("|---|---:|---:|---|---|---:|---:|")
     for name, texts, max_length in sets:

@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 import yaml
+from benchutil import REPO, code_version, read_jsonl_texts
 
-REPO = Path(__file__).resolve().parent.parent
 WINDOW = 4  # words shuffled together in a perturbed copy
 
 
@@ -59,21 +59,6 @@ class Measured:
     wall_s: float
     peak_rss_kib: int
     manifest: dict[str, Any]
-
-
-def code_version() -> str:
-    """The library's git commit (and whether its tracked files differ from it), for the record."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
-                              check=False).stdout.strip()
-    dirty = git("status", "--porcelain", "--untracked-files=no", "sparse_distill")
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + (" + local changes" if dirty else "")
-
-
-def read_jsonl_texts(path: Path) -> list[str]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line)["text"] for line in f if line.strip()]
 
 
 def read_lines(path: Path) -> list[str]:
