@@ -119,7 +119,7 @@ def vocab(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
 def _not_built(command: str, issue: int) -> None:
     with _user_errors():
         raise NotBuiltError(f"`sdistill {command}` is not built yet (issue {issue}); the stages "
-                            "available now are: data fetch, vocab, teach")
+                            "available now are: data fetch, vocab, teach, train-student")
 
 
 class _Bars(Reporter):
@@ -198,8 +198,34 @@ def teach(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
 
 @app.command("train-student")
 def train_student(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None:
-    """Distil the sparse DAN on the teacher's targets, then optionally fine-tune on labels."""
-    _not_built("train-student", 4)
+    """Distil the sparse DAN on the teacher's targets, then optionally fine-tune on labels.
+
+    Resumable: rerun the same command after an interruption.
+    """
+    from .student import train_student as run_train
+
+    with _user_errors():
+        cfg = as_config(config, set_)
+        bars = _Bars()
+        try:
+            result = run_train(cfg, force=force, report=bars)
+        finally:
+            bars.close()
+    m = result.manifest
+    if result.skipped:
+        out.print(f"train-student: {result.output} is up to date with its inputs and config; "
+                  "nothing to do (--force redoes it)")
+    else:
+        table = Table(title="student", show_header=False, title_justify="left")
+        table.add_row("parameters", f"{m['counts']['parameters']:,}")
+        for name, res in m["results"].items():
+            table.add_row(f"{'KD' if name == 'kd' else 'KD+FT'} dev accuracy",
+                          f"{res['dev_accuracy']:.4f} (best at step {res['best_step']} of "
+                          f"{res['steps']})")
+        table.add_row("wall time", f"{m['timings']['total_s']:.1f} s")
+        out.print(table)
+    out.print(f"output: {result.output}")
+    out.print(f"next:   sdistill eval {config}")
 
 
 @app.command("eval")

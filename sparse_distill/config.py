@@ -130,14 +130,22 @@ class DistillConfig:
     batch_size: int = field(default=2048, metadata=_range(ge=1))
     lr: float = field(default=5.0e-4, metadata=_range(gt=0.0))
     temperature: float = field(default=1.0, metadata=_range(gt=0.0))
+    # Weight of cross-entropy on gold labels (rows that have one) beside the KL term.
+    alpha: float = field(default=0.0, metadata=_range(ge=0.0, le=1.0))
+    warmup_ratio: float = field(default=0.05, metadata=_range(ge=0.0, lt=1.0))
+    schedule: Literal["linear", "polynomial", "constant"] = "linear"
     eval_every: int = field(default=1000, metadata=_range(ge=1))
+    # Stop after this many evaluations without a better dev accuracy (0: never stop early).
+    patience: int = field(default=0, metadata=_range(ge=0))
 
 
 @dataclass
 class FinetuneConfig:
+    # 0 switches fine-tuning on gold labels off.
     epochs: int = field(default=10, metadata=_range(ge=0))
     batch_size: int = field(default=32, metadata=_range(ge=1))
     lr: float = field(default=1.0e-4, metadata=_range(gt=0.0))
+    patience: int = field(default=0, metadata=_range(ge=0))
 
 
 @dataclass
@@ -145,6 +153,7 @@ class StudentConfig:
     embedding_dim: int = field(default=1000, metadata=_range(ge=1))
     hidden_dims: list[int] = field(default_factory=lambda: [1000])
     pooling: Literal["mean", "sum", "max"] = "mean"
+    activation: Literal["relu", "tanh"] = "relu"
     dropout: float = field(default=0.1, metadata=_range(ge=0.0, lt=1.0))
     distill: DistillConfig = field(default_factory=DistillConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)

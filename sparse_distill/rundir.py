@@ -28,10 +28,12 @@ from .errors import StageError
 
 # The config sections each stage's output depends on, and the stages it reads.
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {"vocab": ("data", "vocab"),
-                                               "teacher": ("data", "teacher")}
-STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {"vocab": (), "teacher": ()}
-# Stages whose result depends on run.seed (fine-tuning shuffles and initialises).
-STAGE_SEEDED = {"teacher"}
+                                               "teacher": ("data", "teacher"),
+                                               "student": ("student",)}
+STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {"vocab": (), "teacher": (),
+                                              "student": ("vocab", "teacher")}
+# Stages whose result depends on run.seed (shuffling, initialisation, dropout).
+STAGE_SEEDED = {"teacher", "student"}
 STAGE_COMMANDS = {"vocab": "vocab", "teacher": "teach", "student": "train-student", "eval": "eval"}
 
 

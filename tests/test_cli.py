@@ -25,7 +25,7 @@ def test_help_lists_every_command_of_the_contract():
     assert "fetch" in data_help.output and "list" in data_help.output
 
 
-@pytest.mark.parametrize("command", [["train-student", "c.yaml"],
+@pytest.mark.parametrize("command", [
                                      ["eval", "c.yaml"], ["run", "c.yaml"], ["predict", "dir"]])
 def test_commands_not_built_yet_say_so_and_fail(command):
     result = invoke(*command)

@@ -1,0 +1,458 @@
+"""The student: a sparse n-gram Deep Averaging Network, distilled from the teacher's logits.
+
+Model: `nn.EmbeddingBag` over the n-gram vocabulary (sparse gradients), pooled (count-weighted
+mean as in the paper's code, sum or max), dropout, an MLP, the classes. The table's optimizer is
+SparseAdam and the dense layers' AdamW: no dense gradient of the table exists anywhere.
+
+Training reads the featurised corpus (flat int32 ids, int64 offsets, float32 counts) from `.npy`
+files memory-mapped once per vocabulary and text list; a batch is a vectorised gather of rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import Config, StudentConfig, as_config
+from .data import load_labeled
+from .errors import DataError
+from .progress import Reporter
+from .rundir import (
+    StageResult,
+    atomic_write_json,
+    check_output,
+    check_upstream,
+    fingerprint,
+    input_fingerprints,
+    make_manifest,
+    read_manifest,
+    replace_dir,
+    sha256_file,
+    staged_dir,
+    write_resolved_config,
+)
+from .teacher import read_targets, runtime
+from .vocab import Bag, Featurizer, Vocabulary
+
+PARTIAL = "student.partial"
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+
+
+class SparseDAN(nn.Module):
+    """ids/offsets/weights (EmbeddingBag inputs) -> class logits."""
+
+    def __init__(self, vocab_size: int, n_classes: int, embedding_dim: int,
+                 hidden_dims: list[int], pooling: str = "mean", activation: str = "relu",
+                 dropout: float = 0.1):
+        super().__init__()
+        self.pooling = pooling
+        # mean and sum take per-id weights (EmbeddingBag's own "mean" does not), so both are
+        # a weighted sum; max ignores the counts.
+        self.embedding = nn.EmbeddingBag(vocab_size, embedding_dim, sparse=True,
+                                         mode="max" if pooling == "max" else "sum",
+                                         include_last_offset=True)
+        nn.init.normal_(self.embedding.weight, std=embedding_dim ** -0.5)
+        act = nn.ReLU if activation == "relu" else nn.Tanh
+        layers: list[nn.Module] = [nn.Dropout(dropout)]
+        width = embedding_dim
+        for hidden in hidden_dims:
+            layers += [nn.Linear(width, hidden), act(), nn.Dropout(dropout)]
+            width = hidden
+        layers.append(nn.Linear(width, n_classes))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor
+                ) -> torch.Tensor:
+        # ids: (nnz,) offsets: (batch + 1,) weights: (nnz,) -> (batch, n_classes)
+        if self.pooling == "max":
+            pooled = self.embedding(ids, offsets)  # (batch, d)
+        else:
+            pooled = self.embedding(ids, offsets, per_sample_weights=weights)  # (batch, d)
+        return self.mlp(pooled)
+
+    def dense_parameters(self) -> list[nn.Parameter]:
+        return list(self.mlp.parameters())
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+            temperature: float = 1.0) -> torch.Tensor:
+    """KL(teacher || student) on temperature-softened distributions, times T^2.
+
+    The T^2 factor keeps the gradient's scale independent of T (Hinton et al. 2015), so changing
+    the temperature does not silently change the effective learning rate.
+    """
+    t = temperature
+    log_p_student = F.log_softmax(student_logits / t, dim=-1)  # (batch, classes)
+    log_p_teacher = F.log_softmax(teacher_logits / t, dim=-1)  # (batch, classes)
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+    return kl * t * t
+
+
+def bag_tensors(bag: Bag, pooling: str, device: torch.device
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    weights = bag.mean_weights() if pooling == "mean" else bag.weights
+    return (torch.from_numpy(bag.ids.astype(np.int64, copy=False)).to(device),
+            torch.from_numpy(bag.offsets).to(device),
+            torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32)).to(device))
+
+
+# ---------------------------------------------------------------------------------------------
+# The featurised corpus: stored once, memory-mapped
+
+
+@dataclass
+class Corpus:
+    """Rows of featurised texts on disk: ids (nnz,) int32, offsets (n+1,) int64, weights (nnz,)."""
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    weights: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def rows(self, idx: np.ndarray) -> Bag:
+        """The bags of rows `idx`, gathered without a per-row Python loop."""
+        starts = self.offsets[idx]  # (batch,)
+        lengths = self.offsets[idx + 1] - starts  # (batch,)
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        # Position of every element in the flat arrays: its row's start plus its rank in the row.
+        flat = np.arange(offsets[-1], dtype=np.int64) + np.repeat(starts - offsets[:-1], lengths)
+        return Bag(np.asarray(self.ids[flat]), offsets, np.asarray(self.weights[flat]))
+
+    @classmethod
+    def open(cls, directory: Path) -> Corpus:
+        return cls(*(np.load(directory / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+                     for name in ("ids", "offsets", "weights")))
+
+
+def featurize_corpus(texts: list[str], vocab: Vocabulary, directory: Path,
+                     chunk: int = 20_000) -> Corpus:
+    """Featurise `texts` into `directory` (once: an existing complete directory is reused)."""
+    if not (directory / "offsets.npy").is_file():
+        featurizer = Featurizer(vocab)
+        with staged_dir(directory, force=True) as tmp:
+            parts = [featurizer(texts[i:i + chunk]) for i in range(0, len(texts), chunk)]
+            lengths = np.concatenate([np.diff(p.offsets) for p in parts])
+            offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            np.save(tmp / "ids.npy", np.concatenate([p.ids for p in parts]), allow_pickle=False)
+            np.save(tmp / "weights.npy", np.concatenate([p.weights for p in parts]),
+                    allow_pickle=False)
+            np.save(tmp / "offsets.npy", offsets, allow_pickle=False)
+    return Corpus.open(directory)
+
+
+# ---------------------------------------------------------------------------------------------
+# A trained student: load and predict
+
+
+class Student:
+    """A trained student directory: `Student.load(dir).predict(["some text", ...])`."""
+
+    def __init__(self, model: SparseDAN, vocab: Vocabulary, labels: list[str], pooling: str):
+        self.model = model.eval()
+        self.featurizer = Featurizer(vocab)
+        self.labels = labels
+        self.pooling = pooling
+
+    @classmethod
+    def load(cls, directory: str | Path, weights: str = "model.safetensors") -> Student:
+        directory = Path(directory)
+        meta = json.loads((directory / "student.json").read_text(encoding="utf-8"))
+        arch = meta["architecture"]
+        model = SparseDAN(arch["vocab_size"], len(meta["labels"]), arch["embedding_dim"],
+                          arch["hidden_dims"], arch["pooling"], arch["activation"], 0.0)
+        model.load_state_dict(load_file(str(directory / weights)))
+        return cls(model, Vocabulary.load(directory / "vocab"), meta["labels"], arch["pooling"])
+
+    @torch.inference_mode()
+    def logits(self, texts: list[str], batch_size: int = 1024) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), batch_size):
+            bag = self.featurizer(texts[start:start + batch_size])
+            out.append(self.model(*bag_tensors(bag, self.pooling, torch.device("cpu"))).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return torch.softmax(torch.from_numpy(self.logits(texts)), dim=-1).numpy()
+
+    def predict(self, texts: list[str]) -> list[str]:
+        return [self.labels[i] for i in self.logits(texts).argmax(axis=1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def _schedule(kind: str, warmup: int, total: int) -> Any:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        left = max(0.0, (total - step) / max(1, total - warmup))
+        return left if kind == "linear" else left ** 2
+
+    return factor
+
+
+@torch.no_grad()
+def accuracy(model: SparseDAN, bag: Bag, gold: np.ndarray, pooling: str, device: torch.device,
+             batch_size: int = 4096) -> float:
+    model.eval()
+    correct = 0
+    corpus = Corpus(bag.ids, bag.offsets, bag.weights)
+    for start in range(0, len(corpus), batch_size):
+        idx = np.arange(start, min(start + batch_size, len(corpus)))
+        pred = model(*bag_tensors(corpus.rows(idx), pooling, device)).argmax(dim=1).cpu().numpy()
+        correct += int((pred == gold[idx]).sum())
+    model.train()
+    return correct / max(1, len(gold))
+
+
+class Trainer:
+    """One training phase (distillation or fine-tuning), resumable from its checkpoint."""
+
+    def __init__(self, model: SparseDAN, s: StudentConfig, lr: float, total_steps: int,
+                 warmup: int, schedule: str, device: torch.device, work: Path, phase: str):
+        self.model, self.s, self.device, self.phase = model, s, device, phase
+        self.sparse = torch.optim.SparseAdam(list(model.embedding.parameters()), lr=lr)
+        self.dense = torch.optim.AdamW(model.dense_parameters(), lr=lr, weight_decay=0.0)
+        factor = _schedule(schedule, warmup, total_steps)
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor)
+                           for o in (self.sparse, self.dense)]
+        self.ckpt = work / f"{phase}.ckpt"
+        self.best_path = work / f"{phase}-best.safetensors"
+        self.state: dict[str, Any] = {"step": 0, "best": -1.0, "best_step": 0, "bad_evals": 0,
+                                      "stopped": False}
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.sparse.zero_grad(set_to_none=True)
+        self.dense.zero_grad(set_to_none=True)
+        loss.backward()
+        self.sparse.step()
+        self.dense.step()
+        for scheduler in self.schedulers:
+            scheduler.step()
+        self.state["step"] += 1
+
+    def evaluate(self, dev_acc: float, patience: int) -> bool:
+        """Keep the best weights on disk; True when patience says stop."""
+        if dev_acc > self.state["best"]:
+            self.state.update(best=dev_acc, best_step=self.state["step"], bad_evals=0)
+            save_file(self.model.state_dict(), str(self.best_path))
+        else:
+            self.state["bad_evals"] += 1
+        stop = patience > 0 and self.state["bad_evals"] >= patience
+        self.state["stopped"] = stop
+        return stop
+
+    def save(self) -> None:
+        tmp = self.ckpt.with_suffix(".tmp")
+        torch.save({"model": self.model.state_dict(), "sparse": self.sparse.state_dict(),
+                    "dense": self.dense.state_dict(),
+                    "schedulers": [s.state_dict() for s in self.schedulers],
+                    "state": self.state, "rng": torch.get_rng_state()}, tmp)
+        os.replace(tmp, self.ckpt)
+
+    def resume(self) -> bool:
+        if not self.ckpt.is_file():
+            return False
+        ckpt = torch.load(self.ckpt, weights_only=True)
+        self.model.load_state_dict(ckpt["model"])
+        self.sparse.load_state_dict(ckpt["sparse"])
+        self.dense.load_state_dict(ckpt["dense"])
+        for scheduler, state in zip(self.schedulers, ckpt["schedulers"], strict=True):
+            scheduler.load_state_dict(state)
+        self.state = ckpt["state"]
+        torch.set_rng_state(ckpt["rng"])
+        return True
+
+
+def _batches(n_rows: int, batch_size: int, seed: int, start_step: int, total_steps: int
+             ) -> Any:
+    """(step, row indices) from `start_step`: a fresh seeded permutation every epoch."""
+    per_epoch = max(1, n_rows // batch_size)  # drop the last partial batch: fixed shapes
+    for step in range(start_step, total_steps):
+        epoch, position = divmod(step, per_epoch)
+        perm = np.random.default_rng([seed, epoch]).permutation(n_rows)
+        yield step, perm[position * batch_size:(position + 1) * batch_size]
+
+
+def _log(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def run_phase(trainer: Trainer, corpus: Corpus, targets: np.ndarray | None,
+              gold: np.ndarray, labelled_rows: int, dev: tuple[Bag, np.ndarray],
+              total_steps: int, batch_size: int, eval_every: int, patience: int,
+              temperature: float, alpha: float, seed: int, log: Path, report: Reporter
+              ) -> dict[str, Any]:
+    """Train until `total_steps` (or early stop), evaluating and checkpointing every
+    `eval_every` steps. `targets` None: cross-entropy on gold labels only (fine-tuning)."""
+    model, s, device = trainer.model, trainer.s, trainer.device
+    resumed = trainer.resume()
+    if trainer.state["stopped"]:
+        return {"resumed": resumed, **trainer.state}
+    model.train()
+    report.start(trainer.phase, total_steps, trainer.state["step"], unit="steps")
+    start, seen, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
+    n_rows = len(corpus) if targets is not None else labelled_rows
+    for step, idx in _batches(n_rows, batch_size, seed, trainer.state["step"], total_steps):
+        logits = model(*bag_tensors(corpus.rows(idx), s.pooling, device))  # (batch, classes)
+        if targets is not None:
+            loss = kd_loss(logits, torch.from_numpy(targets[idx]).to(device), temperature)
+            has_gold = idx < labelled_rows
+            if alpha > 0 and has_gold.any():
+                ce = F.cross_entropy(logits[torch.from_numpy(has_gold)],
+                                     torch.from_numpy(gold[idx[has_gold]]).to(device))
+                loss = (1 - alpha) * loss + alpha * ce
+        else:
+            loss = F.cross_entropy(logits, torch.from_numpy(gold[idx]).to(device))
+        trainer.step(loss)
+        seen += len(idx)
+        steps += 1
+        loss_sum += float(loss.detach())
+        report.update(1)
+        if (step + 1) % eval_every == 0 or step + 1 == total_steps:
+            elapsed = time.perf_counter() - start
+            dev_acc = accuracy(model, dev[0], dev[1], s.pooling, device)
+            record = {"phase": trainer.phase, "step": step + 1, "loss": loss_sum / steps,
+                      "dev_accuracy": dev_acc, "samples_per_s": seen / elapsed,
+                      "lr": trainer.schedulers[0].get_last_lr()[0]}
+            _log(log, record)
+            report.note(f"loss {record['loss']:.4f}, dev {dev_acc:.4f}, "
+                        f"{record['samples_per_s']:,.0f} samples/s")
+            stop = trainer.evaluate(dev_acc, patience)
+            trainer.save()
+            start, seen, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
+            if stop:
+                break
+    return {"resumed": resumed, **trainer.state}
+
+
+def train_student(cfg: Config | str | Path, *, force: bool = False,
+                  report: Reporter | None = None) -> StageResult:
+    """Distil the DAN on the teacher's logits, then fine-tune on gold labels; RUN/student/."""
+    cfg = as_config(cfg)
+    s = cfg.student
+    out = cfg.run_dir() / "student"
+    check_upstream(cfg, "student")
+    inputs = input_fingerprints(cfg)
+    fp = fingerprint(cfg, "student", inputs)
+    if check_output(cfg, "student", fp, force):
+        write_resolved_config(cfg)
+        return StageResult("student", out, True, read_manifest(out) or {})
+    report = report or Reporter()
+    rt = runtime(cfg.run.device)
+    torch.manual_seed(cfg.run.seed)
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    run_dir = cfg.run_dir()
+    vocab = Vocabulary.load(run_dir / "vocab")
+    targets_dir = run_dir / "teacher" / "targets"
+    teacher_logits, rows = read_targets(targets_dir)
+    labels = json.loads((targets_dir / "index.json").read_text())["labels"]
+    data = load_labeled(cfg)
+    if data.labels != labels:
+        raise DataError(f"the teacher's labels {labels} differ from the data's {data.labels}; "
+                        f"rerun `sdistill teach {getattr(cfg, '_path', 'CONFIG')} --force`")
+    if data.dev is None:
+        raise DataError("student: data.dev is needed to pick the best checkpoint; add a dev "
+                        "split to the config")
+    label_id = {lab: i for i, lab in enumerate(labels)}
+    train_rows = sum(1 for r in rows if r["split"] == "train")
+    gold = np.asarray([label_id[r["label"]] if r["label"] is not None else -1 for r in rows],
+                      dtype=np.int64)
+
+    # The featurised corpus is shared by every student run on the same vocabulary and texts.
+    digest = hashlib.sha256((sha256_file(run_dir / "vocab" / "vocab.json")
+                             + sha256_file(targets_dir / "texts.jsonl")).encode()).hexdigest()
+    t0 = time.perf_counter()
+    corpus = featurize_corpus([r["text"] for r in rows], vocab,
+                              run_dir / "features" / digest[:16])
+    featurizer = Featurizer(vocab)
+    dev = (featurizer(data.dev.texts), np.asarray([label_id[x] for x in data.dev.labels]))
+    timings["featurize_s"] = time.perf_counter() - t0
+
+    work = run_dir / PARTIAL
+    marker = work / "fingerprint.json"
+    if work.exists() and (not marker.is_file() or json.loads(marker.read_text()) != fp):
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    if not marker.is_file():
+        atomic_write_json(marker, fp)
+    log = work / "log.jsonl"
+
+    model = SparseDAN(len(vocab), len(labels), s.embedding_dim, s.hidden_dims, s.pooling,
+                      s.activation, s.dropout).to(rt.device)
+    d = s.distill
+    t0 = time.perf_counter()
+    kd = Trainer(model, s, d.lr, d.steps, int(d.warmup_ratio * d.steps), d.schedule, rt.device,
+                 work, "distill")
+    kd_state = run_phase(kd, corpus, teacher_logits, gold, train_rows, dev, d.steps,
+                         d.batch_size, d.eval_every, d.patience, d.temperature, d.alpha,
+                         cfg.run.seed, log, report)
+    timings["distill_s"] = time.perf_counter() - t0
+    model.load_state_dict(load_file(str(kd.best_path)))
+    results: dict[str, Any] = {"kd": {"dev_accuracy": kd_state["best"],
+                                      "best_step": kd_state["best_step"],
+                                      "steps": kd_state["step"]}}
+    ft_cfg = s.finetune
+    if ft_cfg.epochs > 0:
+        t0 = time.perf_counter()
+        per_epoch = max(1, train_rows // ft_cfg.batch_size)
+        ft = Trainer(model, s, ft_cfg.lr, ft_cfg.epochs * per_epoch, 0, "constant", rt.device,
+                     work, "finetune")
+        # The KD weights are the starting point: if fine-tuning never beats them, they stay.
+        ft.state["best"] = accuracy(model, dev[0], dev[1], s.pooling, rt.device)
+        save_file(model.state_dict(), str(ft.best_path))
+        ft_state = run_phase(ft, corpus, None, gold, train_rows, dev, ft_cfg.epochs * per_epoch,
+                             ft_cfg.batch_size, per_epoch, ft_cfg.patience, 1.0, 0.0,
+                             cfg.run.seed + 1, log, report)
+        timings["finetune_s"] = time.perf_counter() - t0
+        results["kd_ft"] = {"dev_accuracy": ft_state["best"], "best_step": ft_state["best_step"],
+                            "steps": ft_state["step"]}
+    report.close()
+
+    timings["total_s"] = time.perf_counter() - start
+    params = sum(p.numel() for p in model.parameters())
+    arch = {"vocab_size": len(vocab), "embedding_dim": s.embedding_dim,
+            "hidden_dims": s.hidden_dims, "pooling": s.pooling, "activation": s.activation}
+    manifest = make_manifest(cfg, "student", fp, inputs,
+                             counts={"targets": len(rows), "train_rows": train_rows,
+                                     "parameters": params, "nnz": int(corpus.offsets[-1])},
+                             labels=labels, timings=timings)
+    manifest.update(results=results, device=str(rt.device), threads=torch.get_num_threads())
+    with staged_dir(work / "final", force=True) as tmp:
+        atomic_write_json(tmp / "student.json", {"format": 1, "labels": labels,
+                                                 "architecture": arch,
+                                                 "vocab": "vocab/vocab.json"})
+        shutil.copytree(run_dir / "vocab", tmp / "vocab")
+        shutil.copy(kd.best_path, tmp / "model-kd.safetensors")
+        best = work / "finetune-best.safetensors" if ft_cfg.epochs > 0 else kd.best_path
+        shutil.copy(best, tmp / "model.safetensors")
+        shutil.copy(log, tmp / "log.jsonl")
+        atomic_write_json(tmp / "manifest.json", manifest)
+    replace_dir(work / "final", out)  # check_output made sure `out` is absent or forced
+    shutil.rmtree(work)
+    write_resolved_config(cfg)
+    return StageResult("student", out, False, manifest)
