@@ -155,6 +155,8 @@ class StudentConfig:
     pooling: Literal["mean", "sum", "max"] = "mean"
     activation: Literal["relu", "tanh"] = "relu"
     dropout: float = field(default=0.1, metadata=_range(ge=0.0, lt=1.0))
+    # The MLP's precision on CUDA (auto: bf16 where supported); the table stays float32.
+    dense_precision: Literal["auto", "fp32", "bf16"] = "auto"
     distill: DistillConfig = field(default_factory=DistillConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 

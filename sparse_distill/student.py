@@ -43,7 +43,7 @@ from .rundir import (
     staged_dir,
     write_resolved_config,
 )
-from .teacher import read_targets, runtime
+from .teacher import bf16_native, read_targets, runtime
 from .vocab import Bag, Featurizer, Vocabulary
 
 PARTIAL = "student.partial"
@@ -58,8 +58,9 @@ class SparseDAN(nn.Module):
 
     def __init__(self, vocab_size: int, n_classes: int, embedding_dim: int,
                  hidden_dims: list[int], pooling: str = "mean", activation: str = "relu",
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, dense_bf16: bool = False):
         super().__init__()
+        self.dense_bf16 = dense_bf16
         self.pooling = pooling
         # mean and sum take per-id weights (EmbeddingBag's own "mean" does not), so both are
         # a weighted sum; max ignores the counts.
@@ -91,6 +92,9 @@ class SparseDAN(nn.Module):
         else:
             pooled = F.embedding_bag(ids, table, offsets, mode=self.mode,
                                      per_sample_weights=per_id, include_last_offset=True)
+        if self.dense_bf16 and pooled.is_cuda:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return self.mlp(pooled).float()  # (batch, n_classes)
         return self.mlp(pooled)  # pooled: (batch, d)
 
     def dense_parameters(self) -> list[nn.Parameter]:
@@ -235,7 +239,7 @@ def accuracy(model: SparseDAN, bag: Bag, gold: np.ndarray, pooling: str, device:
     return correct / max(1, len(gold))
 
 
-class Trainer:
+class PhaseTrainer:
     """One training phase (distillation or fine-tuning), resumable from its checkpoint."""
 
     def __init__(self, model: SparseDAN, s: StudentConfig, lr: float, total_steps: int,
@@ -330,7 +334,7 @@ def _log(path: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def run_phase(trainer: Trainer, corpus: Corpus, targets: np.ndarray | None,
+def run_phase(trainer: PhaseTrainer, corpus: Corpus, targets: np.ndarray | None,
               gold: np.ndarray, labelled_rows: int, dev: tuple[Bag, np.ndarray],
               total_steps: int, batch_size: int, eval_every: int, patience: int,
               temperature: float, alpha: float, seed: int, log: Path, report: Reporter
@@ -432,11 +436,13 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
         atomic_write_json(marker, fp)
     log = work / "log.jsonl"
 
+    dense_bf16 = s.dense_precision == "bf16" or (
+        s.dense_precision == "auto" and rt.device.type == "cuda" and bf16_native(rt.device))
     model = SparseDAN(len(vocab), len(labels), s.embedding_dim, s.hidden_dims, s.pooling,
-                      s.activation, s.dropout).to(rt.device)
+                      s.activation, s.dropout, dense_bf16).to(rt.device)
     d = s.distill
     t0 = time.perf_counter()
-    kd = Trainer(model, s, d.lr, d.steps, int(d.warmup_ratio * d.steps), d.schedule, rt.device,
+    kd = PhaseTrainer(model, s, d.lr, d.steps, int(d.warmup_ratio * d.steps), d.schedule, rt.device,
                  work, "distill")
     kd_state = run_phase(kd, corpus, teacher_logits, gold, train_rows, dev, d.steps,
                          d.batch_size, d.eval_every, d.patience, d.temperature, d.alpha,
@@ -450,7 +456,7 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
     if ft_cfg.epochs > 0:
         t0 = time.perf_counter()
         per_epoch = max(1, train_rows // ft_cfg.batch_size)
-        ft = Trainer(model, s, ft_cfg.lr, ft_cfg.epochs * per_epoch, 0, "constant", rt.device,
+        ft = PhaseTrainer(model, s, ft_cfg.lr, ft_cfg.epochs * per_epoch, 0, "constant", rt.device,
                      work, "finetune")
         # The KD weights are the starting point: if fine-tuning never beats them, they stay.
         ft.state["best"] = accuracy(model, dev[0], dev[1], s.pooling, rt.device)
@@ -471,7 +477,8 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
                              counts={"targets": len(rows), "train_rows": train_rows,
                                      "parameters": params, "nnz": int(corpus.offsets[-1])},
                              labels=labels, timings=timings)
-    manifest.update(results=results, device=str(rt.device), threads=torch.get_num_threads())
+    manifest.update(results=results, device=str(rt.device), threads=torch.get_num_threads(),
+                    dense_precision="bf16" if dense_bf16 and rt.device.type == "cuda" else "fp32")
     with staged_dir(work / "final", force=True) as tmp:
         atomic_write_json(tmp / "student.json", {"format": 1, "labels": labels,
                                                  "architecture": arch,

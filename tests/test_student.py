@@ -118,7 +118,7 @@ def test_resume_equals_an_uninterrupted_run(config_dict, tiny_classifier, tmp_pa
     broken = student_config(dict(config_dict, run={"dir": str(tmp_path / "b")}), tiny_classifier)
     build_vocab(broken)
     teach(broken)
-    real_save = student_mod.Trainer.save
+    real_save = student_mod.PhaseTrainer.save
     saves = []
 
     def save_then_die(self):
@@ -127,10 +127,10 @@ def test_resume_equals_an_uninterrupted_run(config_dict, tiny_classifier, tmp_pa
         if saves == ["distill", "distill"]:
             raise KeyboardInterrupt  # killed after the checkpoint of step 16
 
-    monkeypatch.setattr(student_mod.Trainer, "save", save_then_die)
+    monkeypatch.setattr(student_mod.PhaseTrainer, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train_student(broken)
-    monkeypatch.setattr(student_mod.Trainer, "save", real_save)
+    monkeypatch.setattr(student_mod.PhaseTrainer, "save", real_save)
     train_student(broken)
     for name in ("model-kd.safetensors", "model.safetensors"):
         a = (tmp_path / "a" / "student" / name).read_bytes()
