@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from .config import Config, StudentConfig, as_config
@@ -99,6 +99,38 @@ class SparseDAN(nn.Module):
 
     def dense_parameters(self) -> list[nn.Parameter]:
         return list(self.mlp.parameters())
+
+
+_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+                       torch.int64: "I64", torch.int32: "I32"}
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Write a safetensors file straight from the tensors' memory, atomically.
+
+    `safetensors.torch.save_file` first copies every tensor into a bytes object: for a 1B-row
+    table that is a second 4 GB table. This writes the same format (8-byte header length, JSON
+    header, raw little-endian data) from views, so no dense copy of the table is ever made.
+    """
+    header: dict[str, Any] = {}
+    tensors = []
+    offset = 0
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + size]}
+        tensors.append(tensor)
+        offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(len(blob).to_bytes(8, "little"))
+        f.write(blob)
+        for tensor in tensors:
+            f.write(memoryview(tensor.view(torch.uint8).numpy()))
+    os.replace(tmp, path)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -269,7 +301,7 @@ class PhaseTrainer:
         """Keep the best weights on disk; True when patience says stop."""
         if dev_acc > self.state["best"]:
             self.state.update(best=dev_acc, best_step=self.state["step"], bad_evals=0)
-            save_file(self.model.state_dict(), str(self.best_path))
+            save_weights(self.model.state_dict(), self.best_path)
         else:
             self.state["bad_evals"] += 1
         stop = patience > 0 and self.state["bad_evals"] >= patience
@@ -460,7 +492,7 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
                      work, "finetune")
         # The KD weights are the starting point: if fine-tuning never beats them, they stay.
         ft.state["best"] = accuracy(model, dev[0], dev[1], s.pooling, rt.device)
-        save_file(model.state_dict(), str(ft.best_path))
+        save_weights(model.state_dict(), ft.best_path)
         ft_state = run_phase(ft, corpus, None, gold, train_rows, dev, ft_cfg.epochs * per_epoch,
                              ft_cfg.batch_size, per_epoch, ft_cfg.patience, 1.0, 0.0,
                              cfg.run.seed + 1, log, report)

@@ -176,3 +176,17 @@ def test_a_million_row_table_trains_a_step_in_bounded_memory():
     # gradient and the update's temporaries); the same step with a dense gradient and Adam
     # measured 6.4 tables here.
     assert 2.5 * table_mib < grown_mib < 4.5 * table_mib, grown_mib
+
+
+def test_weights_are_written_without_a_copy_and_load_with_safetensors(tmp_path):
+    from safetensors.torch import load_file
+
+    from sparse_distill.student import save_weights
+
+    state = {"embedding.weight": torch.randn(50, 8), "mlp.1.bias": torch.randn(8),
+             "half": torch.randn(3, 2).to(torch.bfloat16), "count": torch.arange(5)}
+    save_weights(state, tmp_path / "w.safetensors")
+    loaded = load_file(str(tmp_path / "w.safetensors"))
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # no temp file left
