@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +22,7 @@ from . import __version__
 from .config import as_config, default_cache_dir
 from .errors import NotBuiltError, SDistillError
 from .progress import Reporter
+from .rundir import StageResult
 
 app = typer.Typer(
     help="Distil a transformer text classifier into a sparse n-gram DAN that is hundreds of "
@@ -87,8 +88,7 @@ def vocab(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
             result = build_vocab(cfg, force=force, progress=bar.update)
     m = result.manifest
     if result.skipped:
-        out.print(f"vocab: {result.output} is up to date with its inputs and config; nothing to "
-                  "do (--force rebuilds it)")
+        _up_to_date("vocab", result.output)
     else:
         c = m["counts"]
         table = Table(title="vocab", show_header=False, title_justify="left")
@@ -147,6 +147,23 @@ class _Bars(Reporter):
             self.bar = None
 
 
+def _run_with_bars(stage: Callable[..., StageResult], config: Path, overrides: list[str] | None,
+                   force: bool) -> StageResult:
+    """Run a stage function with progress bars; its errors become `error:` lines."""
+    with _user_errors():
+        cfg = as_config(config, overrides)
+        bars = _Bars()
+        try:
+            return stage(cfg, force=force, report=bars)
+        finally:
+            bars.close()
+
+
+def _up_to_date(command: str, output: Path) -> None:
+    out.print(f"{command}: {output} is up to date with its inputs and config; nothing to do "
+              "(--force redoes it)")
+
+
 @app.command()
 def teach(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None:
     """Fine-tune or load the teacher, evaluate it, soft-label train + unlabelled text.
@@ -156,19 +173,12 @@ def teach(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
     """
     from .teacher import teach as run_teach
 
-    with _user_errors():
-        cfg = as_config(config, set_)
-        bars = _Bars()
-        try:
-            result = run_teach(cfg, force=force, report=bars)
-        finally:
-            bars.close()
+    result = _run_with_bars(run_teach, config, set_, force)
     m = result.manifest
     if not m:  # a torchrun worker other than rank 0: rank 0 prints the summary
         return
     if result.skipped:
-        out.print(f"teach: {result.output} is up to date with its inputs and config; nothing to "
-                  "do (--force redoes it)")
+        _up_to_date("teach", result.output)
     else:
         table = Table(title="teacher", show_header=False, title_justify="left")
         table.add_row("model", f"{m['teacher']['source']}"
@@ -204,17 +214,10 @@ def train_student(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = Fals
     """
     from .student import train_student as run_train
 
-    with _user_errors():
-        cfg = as_config(config, set_)
-        bars = _Bars()
-        try:
-            result = run_train(cfg, force=force, report=bars)
-        finally:
-            bars.close()
+    result = _run_with_bars(run_train, config, set_, force)
     m = result.manifest
     if result.skipped:
-        out.print(f"train-student: {result.output} is up to date with its inputs and config; "
-                  "nothing to do (--force redoes it)")
+        _up_to_date("train-student", result.output)
     else:
         table = Table(title="student", show_header=False, title_justify="left")
         table.add_row("parameters", f"{m['counts']['parameters']:,}")

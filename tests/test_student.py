@@ -190,3 +190,20 @@ def test_weights_are_written_without_a_copy_and_load_with_safetensors(tmp_path):
     assert loaded.keys() == state.keys()
     assert all(torch.equal(loaded[k], state[k]) for k in state)
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # no temp file left
+
+
+def test_cli_train_student_summary_and_rerun(config_dict, tiny_classifier, write_config):
+    from typer.testing import CliRunner
+
+    from sparse_distill.cli import app
+
+    cfg = student_config(config_dict, tiny_classifier)
+    build_vocab(cfg)
+    teach(cfg)
+    path = write_config(json.loads(json.dumps(cfg.to_dict())))
+    result = CliRunner().invoke(app, ["train-student", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "KD dev accuracy" in result.output and "KD+FT dev accuracy" in result.output
+    assert f"next:   sdistill eval {path}" in result.output
+    again = CliRunner().invoke(app, ["train-student", str(path)])
+    assert again.exit_code == 0 and "is up to date" in again.output
