@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -25,6 +26,8 @@ from . import __version__
 from .config import Config, dump_config, expand_path
 from .data import resolve_format
 from .errors import StageError
+
+logger = logging.getLogger(__name__)
 
 # The config sections each stage's output depends on, and the stages it reads.
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {"vocab": ("data", "vocab"),
@@ -130,6 +133,18 @@ def input_fingerprints(cfg: Config) -> list[dict[str, Any]]:
             entry["bytes"] = Path(path).stat().st_size
         out.append(entry)
     return out
+
+
+def prepare_partial(work: Path, fp: dict[str, Any]) -> None:
+    """A stage's resumable work directory, kept only if made from the same config and inputs."""
+    marker = work / "fingerprint.json"
+    if work.exists() and (not marker.is_file()
+                          or json.loads(marker.read_text(encoding="utf-8")) != fp):
+        logger.warning("discarding %s: it was made from other config or inputs", work)
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    if not marker.is_file():
+        atomic_write_json(marker, fp)
 
 
 def read_manifest(stage_dir: Path) -> dict[str, Any] | None:

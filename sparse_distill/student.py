@@ -37,6 +37,7 @@ from .rundir import (
     fingerprint,
     input_fingerprints,
     make_manifest,
+    prepare_partial,
     read_manifest,
     replace_dir,
     sha256_file,
@@ -460,12 +461,7 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
     timings["featurize_s"] = time.perf_counter() - t0
 
     work = run_dir / PARTIAL
-    marker = work / "fingerprint.json"
-    if work.exists() and (not marker.is_file() or json.loads(marker.read_text()) != fp):
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    if not marker.is_file():
-        atomic_write_json(marker, fp)
+    prepare_partial(work, fp)
     log = work / "log.jsonl"
 
     dense_bf16 = s.dense_precision == "bf16" or (
@@ -474,8 +470,8 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
                       s.activation, s.dropout, dense_bf16).to(rt.device)
     d = s.distill
     t0 = time.perf_counter()
-    kd = PhaseTrainer(model, s, d.lr, d.steps, int(d.warmup_ratio * d.steps), d.schedule, rt.device,
-                 work, "distill")
+    kd = PhaseTrainer(model, s, d.lr, d.steps, int(d.warmup_ratio * d.steps), d.schedule,
+                      rt.device, work, "distill")
     kd_state = run_phase(kd, corpus, teacher_logits, gold, train_rows, dev, d.steps,
                          d.batch_size, d.eval_every, d.patience, d.temperature, d.alpha,
                          cfg.run.seed, log, report)
@@ -488,11 +484,12 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
     if ft_cfg.epochs > 0:
         t0 = time.perf_counter()
         per_epoch = max(1, train_rows // ft_cfg.batch_size)
-        ft = PhaseTrainer(model, s, ft_cfg.lr, ft_cfg.epochs * per_epoch, 0, "constant", rt.device,
-                     work, "finetune")
-        # The KD weights are the starting point: if fine-tuning never beats them, they stay.
-        ft.state["best"] = accuracy(model, dev[0], dev[1], s.pooling, rt.device)
-        save_weights(model.state_dict(), ft.best_path)
+        ft = PhaseTrainer(model, s, ft_cfg.lr, ft_cfg.epochs * per_epoch, 0, "constant",
+                          rt.device, work, "finetune")
+        if not ft.ckpt.is_file():  # a resumed fine-tune keeps its own best so far
+            # The KD weights are the starting point: if fine-tuning never beats them, they stay.
+            ft.state["best"] = accuracy(model, dev[0], dev[1], s.pooling, rt.device)
+            save_weights(model.state_dict(), ft.best_path)
         ft_state = run_phase(ft, corpus, None, gold, train_rows, dev, ft_cfg.epochs * per_epoch,
                              ft_cfg.batch_size, per_epoch, ft_cfg.patience, 1.0, 0.0,
                              cfg.run.seed + 1, log, report)

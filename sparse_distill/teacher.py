@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import os
 import shutil
 import time
@@ -39,12 +38,11 @@ from .rundir import (
     fingerprint,
     input_fingerprints,
     make_manifest,
+    prepare_partial,
     read_manifest,
     replace_dir,
     write_resolved_config,
 )
-
-logger = logging.getLogger(__name__)
 
 PARTIAL = "teacher.partial"
 
@@ -416,21 +414,6 @@ def read_targets(targets_dir: str | Path) -> tuple[np.ndarray, list[dict[str, An
 # The stage
 
 
-def _prepare_partial(work: Path, fp: dict[str, Any], rt: Runtime) -> None:
-    """Keep resumable state only if it was made from the same config and inputs."""
-    if rt.main:
-        marker = work / "fingerprint.json"
-        if work.exists():
-            stale = not marker.is_file() or json.loads(marker.read_text()) != fp
-            if stale:
-                logger.warning("discarding %s: it was made from other config or inputs", work)
-                shutil.rmtree(work)
-        work.mkdir(parents=True, exist_ok=True)
-        if not marker.is_file():
-            atomic_write_json(marker, fp)
-    rt.barrier()
-
-
 def _write_texts(path: Path, data: LabeledData, pool: list[str]) -> None:
     lines = [json.dumps({"text": t, "split": "train", "label": lab}, ensure_ascii=False)
              for t, lab in zip(data.train.texts, data.train.labels, strict=True)]
@@ -462,7 +445,9 @@ def teach(cfg: Config | str | Path, *, force: bool = False,
     timings: dict[str, float] = {}
     start = time.perf_counter()
     work = cfg.run_dir() / PARTIAL
-    _prepare_partial(work, fp, rt)
+    if rt.main:
+        prepare_partial(work, fp)
+    rt.barrier()
 
     data = load_labeled(cfg)
     pool_stats = PoolStats()

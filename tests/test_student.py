@@ -207,3 +207,31 @@ def test_cli_train_student_summary_and_rerun(config_dict, tiny_classifier, write
     assert f"next:   sdistill eval {path}" in result.output
     again = CliRunner().invoke(app, ["train-student", str(path)])
     assert again.exit_code == 0 and "is up to date" in again.output
+
+
+def test_a_fine_tune_resumed_after_a_crash_equals_an_uninterrupted_one(config_dict,
+                                                                        tiny_classifier,
+                                                                        tmp_path, monkeypatch):
+    from sparse_distill import student as student_mod
+
+    whole = student_config(dict(config_dict, run={"dir": str(tmp_path / "a")}), tiny_classifier)
+    pipeline(whole)
+    broken = student_config(dict(config_dict, run={"dir": str(tmp_path / "b")}), tiny_classifier)
+    build_vocab(broken)
+    teach(broken)
+    real_save = student_mod.PhaseTrainer.save
+
+    def die_in_fine_tuning(self):
+        real_save(self)
+        if self.phase == "finetune":
+            raise KeyboardInterrupt  # killed after fine-tuning's first epoch
+
+    monkeypatch.setattr(student_mod.PhaseTrainer, "save", die_in_fine_tuning)
+    with pytest.raises(KeyboardInterrupt):
+        train_student(broken)
+    monkeypatch.setattr(student_mod.PhaseTrainer, "save", real_save)
+    resumed = train_student(broken).manifest
+    assert resumed["results"] == json.loads(
+        (tmp_path / "a" / "student" / "manifest.json").read_text())["results"]
+    assert (tmp_path / "b" / "student" / "model.safetensors").read_bytes() == \
+        (tmp_path / "a" / "student" / "model.safetensors").read_bytes()
