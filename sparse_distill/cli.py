@@ -119,7 +119,7 @@ def vocab(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
 def _not_built(command: str, issue: int) -> None:
     with _user_errors():
         raise NotBuiltError(f"`sdistill {command}` is not built yet (issue {issue}); the stages "
-                            "available now are: data fetch, vocab, teach, train-student")
+                            "available now are: data fetch, vocab, teach, train-student, predict")
 
 
 class _Bars(Reporter):
@@ -244,10 +244,33 @@ def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None
 
 
 @app.command()
-def predict(model_dir: Annotated[Path, typer.Argument(help="A trained student directory.")]
-            ) -> None:
-    """Raw text (file or stdin) -> label + probabilities, as jsonl."""
-    _not_built("predict", 5)
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="A trained student directory.")],
+    input_: Annotated[str, typer.Option("--input", "-i", help="Texts: a .txt (one a line), "
+                                        ".jsonl or .csv file, or - for stdin.")] = "-",
+    output: Annotated[str | None, typer.Option("--output", "-o", help="jsonl output "
+                                               "[default: stdout].")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Only the K most probable "
+                                              "labels.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="txt, jsonl, csv or tsv "
+                                            "[default: from the name; stdin: txt].")] = None,
+    text_column: Annotated[str, typer.Option(help="The text field of jsonl/csv input.")] = "text",
+    batch_size: Annotated[int, typer.Option(min=1)] = 1024,
+    force: ForceOpt = False,
+) -> None:
+    """Raw text (file or stdin) -> label + probabilities, as jsonl, streamed in batches."""
+    from .predict import predict_file
+    from .student import Student
+
+    with _user_errors():
+        if not (model_dir / "student.json").is_file():
+            raise SDistillError(f"{model_dir}: not a student directory (no student.json); "
+                                "give RUN/student after `sdistill train-student CONFIG`")
+        stats = predict_file(Student.load(model_dir), input_, output, fmt=fmt,
+                             text_column=text_column, top_k=top_k, batch_size=batch_size,
+                             force=force, on_skip=lambda m: err.print(f"[yellow]{m}[/]"))
+    err.print(f"predicted {stats.predicted:,} texts; skipped {stats.skipped:,} bad lines"
+              + (f" -> {output}" if output else ""))
 
 
 CacheOpt = Annotated[Path | None, typer.Option(

@@ -9,11 +9,14 @@ malformed line is reported with its file and line, then skipped or made fatal by
 from __future__ import annotations
 
 import bz2
+import contextlib
 import csv
 import gzip
 import hashlib
+import io
 import json
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,13 +135,18 @@ def columns_for(cfg: Config, key: str, src: SourceConfig) -> tuple[str, str | No
     return text, src.label or train.label or "label"
 
 
-def _open_binary(path: str) -> IO[bytes]:
+def _open_binary(path: str) -> Any:
+    if path == "-":  # stdin, left open for the caller
+        return contextlib.nullcontext(sys.stdin.buffer)
     opener = COMPRESSED.get(Path(path).suffix.lower())
     return opener(path, "rb") if opener else open(path, "rb")  # type: ignore[operator]
 
 
 def _open_text(path: str) -> IO[str]:
     # surrogateescape keeps undecodable bytes so that the line can be reported, not lost.
+    if path == "-":
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape",
+                                newline="")
     opener = COMPRESSED.get(Path(path).suffix.lower())
     if opener:
         return opener(path, "rt", encoding="utf-8", errors="surrogateescape", newline="")
@@ -376,6 +384,17 @@ def _read_hf(src: SourceConfig, path: str, fmt: str, role: str, text_col: str,
         return names[x] if names is not None and isinstance(x, int) and x >= 0 else x
 
     yield from _iter_table(batches, text_col, label_col, decode)
+
+
+def read_text_file(path: str, fmt: str, text_col: str = "text") -> Iterator[Record]:
+    """Stream the texts of a txt, jsonl, csv or tsv file (no labels), bad lines included."""
+    if fmt == "txt":
+        return _read_txt(path, text_col, None)
+    if fmt == "jsonl":
+        return _read_jsonl(path, text_col, None)
+    if fmt in ("csv", "tsv"):
+        return _read_csv(path, text_col, None, "\t" if fmt == "tsv" else ",")
+    raise DataError(f"{path}: cannot read texts from a {fmt!r} file; use txt, jsonl, csv or tsv")
 
 
 def iter_records(cfg: Config, key: str, src: SourceConfig) -> tuple[Iterator[Record], str, str]:

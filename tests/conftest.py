@@ -105,3 +105,27 @@ def teacher_config(config_dict: dict[str, Any], model: Path, **teacher: Any) -> 
                               "max_length": 32, "label_batch_size": 8, "shard_size": 10,
                               "lr": 1.0e-3, **teacher}
     return config_dict
+
+
+def student_section() -> dict[str, Any]:
+    """A student sized for tests."""
+    return {"embedding_dim": 16, "hidden_dims": [16], "dropout": 0.1,
+            "distill": {"steps": 24, "batch_size": 8, "eval_every": 8, "lr": 0.01},
+            "finetune": {"epochs": 2, "batch_size": 4, "lr": 0.001}}
+
+
+@pytest.fixture(scope="session")
+def trained_student(tiny_classifier: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """RUN/student of the whole pipeline (vocab, tiny teacher, student) on the fixtures."""
+    from sparse_distill.config import config_from_dict
+    from sparse_distill.student import train_student
+    from sparse_distill.teacher import teach
+    from sparse_distill.vocab import build_vocab
+
+    data = teacher_config(base_config(tmp_path_factory.mktemp("pipeline") / "run"),
+                          tiny_classifier, finetune=False)
+    data["student"] = student_section()
+    cfg = config_from_dict(data)
+    build_vocab(cfg)
+    teach(cfg)
+    return train_student(cfg).output

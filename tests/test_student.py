@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import teacher_config
+from conftest import student_section, teacher_config
 
 from sparse_distill.config import config_from_dict
 from sparse_distill.errors import StageError
@@ -72,11 +72,7 @@ def test_a_tiny_student_learns_a_separable_task():
 
 def student_config(config_dict, tiny_classifier, **student):
     config_dict = teacher_config(config_dict, tiny_classifier, finetune=False)
-    config_dict["student"] = {"embedding_dim": 16, "hidden_dims": [16], "dropout": 0.1,
-                              "distill": {"steps": 24, "batch_size": 8, "eval_every": 8,
-                                          "lr": 0.01},
-                              "finetune": {"epochs": 2, "batch_size": 4, "lr": 0.001},
-                              **student}
+    config_dict["student"] = {**student_section(), **student}
     return config_from_dict(config_dict)
 
 

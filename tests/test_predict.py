@@ -1,0 +1,64 @@
+"""`sdistill predict` on files and stdin, with bad lines."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from sparse_distill.cli import app
+from sparse_distill.student import Student
+
+runner = CliRunner()
+
+
+def rows_of(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_predict_a_text_file_with_bad_lines(trained_student, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_bytes(b"A warm and funny film.\n\nbad \xff byte\nA dull, lifeless mess.\n")
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["predict", str(trained_student), "-i", str(texts), "-o",
+                                 str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"{texts}:2: empty text; skipped" in result.output
+    assert f"{texts}:3: not valid UTF-8 (byte 4); skipped" in result.output
+    assert "predicted 2 texts; skipped 2 bad lines" in result.output
+    rows = rows_of(out.read_text())
+    expected = Student.load(trained_student).predict(["A warm and funny film.",
+                                                      "A dull, lifeless mess."])
+    assert [r["line"] for r in rows] == [1, 4]
+    assert [r["label"] for r in rows] == expected
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in rows)
+    again = runner.invoke(app, ["predict", str(trained_student), "-i", str(texts), "-o",
+                                str(out)])
+    assert again.exit_code == 1 and "already exists; pass --force" in again.output
+    forced = runner.invoke(app, ["predict", str(trained_student), "-i", str(texts), "-o",
+                                 str(out), "--force", "--top-k", "1"])
+    assert forced.exit_code == 0
+    assert [len(r["top_k"]) for r in rows_of(out.read_text())] == [1, 1]
+
+
+def test_predict_csv_with_a_text_column_in_small_batches(trained_student, tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("id,review\n1,A lovely film.\n2,\"Awful, just awful.\"\n3,Fine.\n")
+    result = runner.invoke(app, ["predict", str(trained_student), "-i", str(path),
+                                 "--text-column", "review", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    rows = rows_of(result.output)
+    assert [r["line"] for r in rows] == [2, 3, 4]
+    assert {r["label"] for r in rows} <= {"neg", "pos"}
+
+
+def test_predict_reads_stdin(trained_student):
+    result = runner.invoke(app, ["predict", str(trained_student)],
+                           input="first text\nsecond text\n")
+    assert result.exit_code == 0, result.output
+    assert [r["line"] for r in rows_of(result.output)] == [1, 2]
+
+
+def test_predict_names_a_wrong_directory(tmp_path):
+    result = runner.invoke(app, ["predict", str(tmp_path)])
+    assert result.exit_code == 1 and "not a student directory (no student.json)" in result.output
