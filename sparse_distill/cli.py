@@ -118,8 +118,8 @@ def vocab(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
 
 def _not_built(command: str, issue: int) -> None:
     with _user_errors():
-        raise NotBuiltError(f"`sdistill {command}` is not built yet (issue {issue}); the stages "
-                            "available now are: data fetch, vocab, teach, train-student, predict")
+        raise NotBuiltError(f"`sdistill {command}` is not built yet (issue {issue}); use the "
+                            "stage commands: vocab, teach, train-student, eval (and predict)")
 
 
 class _Bars(Reporter):
@@ -234,7 +234,31 @@ def train_student(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = Fals
 @app.command("eval")
 def eval_(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None:
     """Accuracy, F1, agreement, retention and speed of teacher vs student; a report."""
-    _not_built("eval", 5)
+    from .evaluate import evaluate
+
+    result = _run_with_bars(evaluate, config, set_, force)
+    if result.skipped:
+        _up_to_date("eval", result.output)
+    else:
+        metrics = result.manifest["metrics"]
+        table = Table("split", "model", "accuracy", "macro-F1", "agreement", "retention",
+                      title="eval", title_justify="left")
+        for split, entry in metrics["splits"].items():
+            for key, name in (("teacher", "teacher"), ("student_kd", "student KD"),
+                              ("student", "student")):
+                if key in entry:
+                    m = entry[key]
+                    table.add_row(split, name, f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}",
+                                  f"{m['agreement']:.4f}" if "agreement" in m else "",
+                                  f"{m['retention']:.3f}" if "retention" in m else "")
+        out.print(table)
+        s = metrics["speed"]
+        out.print(f"speed at batch {s['bulk_batch_size']} ({s['device']}, {s['threads']} "
+                  f"threads): teacher {s['teacher']['samples_per_s']:,.0f} texts/s, student "
+                  f"{s['student']['samples_per_s']:,.0f} texts/s end to end: "
+                  f"{s['speedup']:,.1f}x")
+    out.print(f"output: {result.output} (metrics.json, report.md)")
+    out.print(f"next:   sdistill predict {result.output.parent / 'student'} -i TEXTS.txt")
 
 
 @app.command()

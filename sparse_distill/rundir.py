@@ -32,9 +32,11 @@ logger = logging.getLogger(__name__)
 # The config sections each stage's output depends on, and the stages it reads.
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {"vocab": ("data", "vocab"),
                                                "teacher": ("data", "teacher"),
-                                               "student": ("student",)}
+                                               "student": ("student",),
+                                               "eval": ("eval",)}
 STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {"vocab": (), "teacher": (),
-                                              "student": ("vocab", "teacher")}
+                                              "student": ("vocab", "teacher"),
+                                              "eval": ("teacher", "student")}
 # Stages whose result depends on run.seed (shuffling, initialisation, dropout).
 STAGE_SEEDED = {"teacher", "student"}
 STAGE_COMMANDS = {"vocab": "vocab", "teacher": "teach", "student": "train-student", "eval": "eval"}

@@ -191,14 +191,17 @@ def model_labels(model: Any) -> list[str]:
 def predict_logits(model: Any, tokenizer: Any, texts: list[str], *, max_length: int,
                    batch_size: int, device: torch.device, precision: str,
                    sort_by_length: bool = True,
-                   on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+                   on_batch: Callable[[int], None] | None = None,
+                   encoded: list[list[int]] | None = None) -> np.ndarray:
     """(n_texts, n_classes) float32 logits, in the order of `texts`.
 
-    Texts are tokenised once, then batched by length (when `sort_by_length`) so that each batch
-    is padded only to its own longest text.
+    Texts are tokenised once (unless `encoded` gives their token ids: model-only timing), then
+    batched by length (when `sort_by_length`) so that each batch is padded only to its own
+    longest text.
     """
     model.eval()
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    if encoded is None:
+        encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
     order = np.argsort(-lengths, kind="stable") if sort_by_length else np.arange(len(texts))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

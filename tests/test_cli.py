@@ -26,7 +26,7 @@ def test_help_lists_every_command_of_the_contract():
 
 
 @pytest.mark.parametrize("command", [
-                                     ["eval", "c.yaml"], ["run", "c.yaml"]])
+                                     ["run", "c.yaml"]])
 def test_commands_not_built_yet_say_so_and_fail(command):
     result = invoke(*command)
     assert result.exit_code == 1

@@ -1,0 +1,240 @@
+"""`sdistill eval`: teacher vs student quality and speed, into RUN/eval/metrics.json + report.md.
+
+Quality, per configured split: accuracy, macro-F1, per-class precision/recall/F1 and the
+confusion matrix of the teacher and of the student after distillation (KD) and after
+fine-tuning (KD+FT); the student's agreement with the teacher; retention (student / teacher
+accuracy).
+
+Speed, in this one process on the same texts: end to end (raw strings in, labels out,
+tokenisation or n-gram extraction included) and model only (inputs prepared beforehand), at each
+configured batch size; one warm-up, then the median of `eval.repeats` runs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import Config, as_config
+from .data import load_labeled
+from .errors import DataError
+from .progress import Reporter
+from .rundir import (
+    StageResult,
+    atomic_write_json,
+    atomic_write_text,
+    check_output,
+    check_upstream,
+    fingerprint,
+    input_fingerprints,
+    make_manifest,
+    read_manifest,
+    staged_dir,
+    write_resolved_config,
+)
+from .student import Student, bag_tensors
+from .teacher import (
+    label_order,
+    load_classifier,
+    load_tokenizer,
+    model_labels,
+    model_source,
+    predict_logits,
+    resolve_precision,
+    runtime,
+)
+
+
+def classification_metrics(gold: list[str], pred: list[str], labels: list[str]
+                           ) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix
+    (rows: gold, columns: predicted, both in `labels` order)."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    p, r, f, n = precision_recall_fscore_support(gold, pred, labels=labels, zero_division=0)
+    return {"accuracy": float(np.mean(np.asarray(gold) == np.asarray(pred))),
+            "macro_f1": float(np.mean(f)),
+            "per_class": {lab: {"precision": float(p[i]), "recall": float(r[i]),
+                                "f1": float(f[i]), "support": int(n[i])}
+                          for i, lab in enumerate(labels)},
+            "confusion": confusion_matrix(gold, pred, labels=labels).tolist()}
+
+
+def median_rate(run: Callable[[], Any], n: int, repeats: int) -> float:
+    """Items per second of `run` (which handles `n` items): one warm-up, median of `repeats`."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return n / statistics.median(times)
+
+
+def _teacher(cfg: Config, manifest: dict[str, Any]) -> tuple[Any, Any, np.ndarray]:
+    info = manifest["teacher"]
+    source = str(cfg.run_dir() / "teacher" / "model") if info["finetuned"] \
+        else model_source(info["source"])
+    tokenizer = load_tokenizer(source, cfg.teacher.trust_remote_code)
+    model = load_classifier(source, None, cfg.teacher.trust_remote_code)
+    columns = label_order(model_labels(model), manifest["labels"], cfg.teacher.label_map)
+    return model, tokenizer, columns
+
+
+def evaluate(cfg: Config | str | Path, *, force: bool = False,
+             report: Reporter | None = None) -> StageResult:
+    """Evaluate teacher and student on the configured splits; write RUN/eval/."""
+    cfg = as_config(cfg)
+    out = cfg.run_dir() / "eval"
+    check_upstream(cfg, "eval")
+    inputs = input_fingerprints(cfg)
+    fp = fingerprint(cfg, "eval", inputs)
+    if check_output(cfg, "eval", fp, force):
+        write_resolved_config(cfg)
+        return StageResult("eval", out, True, read_manifest(out) or {})
+    report = report or Reporter()
+    start = time.perf_counter()
+    rt = runtime(cfg.run.device)
+    teacher_manifest = read_manifest(cfg.run_dir() / "teacher") or {}
+    labels = teacher_manifest["labels"]
+    data = load_labeled(cfg)
+    splits = {s.name: s for s in data.splits() if s.name in cfg.eval.splits}
+    if not splits:
+        raise DataError(f"eval.splits: none of {cfg.eval.splits} is configured under data; "
+                        "add data.dev / data.test or change eval.splits")
+    t = cfg.teacher
+    model, tokenizer, columns = _teacher(cfg, teacher_manifest)
+    model.to(rt.device)
+    precision = resolve_precision(t.precision, rt.device)
+    student_dir = cfg.run_dir() / "student"
+    students = {"student": Student.load(student_dir)}
+    if (student_dir / "model-kd.safetensors").is_file() and cfg.student.finetune.epochs > 0:
+        students = {"student_kd": Student.load(student_dir, "model-kd.safetensors"),
+                    "student": students["student"]}
+
+    def teacher_labels(texts: list[str], batch_size: int = t.label_batch_size,
+                       encoded: list[list[int]] | None = None) -> list[str]:
+        logits = predict_logits(model, tokenizer, texts, max_length=t.max_length,
+                                batch_size=batch_size, device=rt.device, precision=precision,
+                                sort_by_length=t.sort_by_length, encoded=encoded)
+        return [labels[i] for i in logits[:, columns].argmax(axis=1)]
+
+    quality: dict[str, Any] = {}
+    report.start("evaluate", len(splits), unit="splits")
+    for name, split in splits.items():
+        teacher_pred = teacher_labels(split.texts)
+        entry: dict[str, Any] = {"n": len(split.texts),
+                                 "teacher": classification_metrics(split.labels, teacher_pred,
+                                                                   labels)}
+        for key, student in students.items():
+            pred = student.predict(split.texts)
+            metrics = classification_metrics(split.labels, pred, labels)
+            metrics["agreement"] = float(np.mean(np.asarray(pred) == np.asarray(teacher_pred)))
+            metrics["retention"] = metrics["accuracy"] / max(entry["teacher"]["accuracy"], 1e-12)
+            entry[key] = metrics
+        # DESIGN's top-level keys are the final student's.
+        entry["agreement"] = entry["student"]["agreement"]
+        entry["retention"] = entry["student"]["retention"]
+        quality[name] = entry
+        report.update(1)
+
+    speed_split = splits.get("test") or next(iter(splits.values()))
+    texts = speed_split.texts[:cfg.eval.speed_texts]
+    speed = measure_speed(texts, teacher_labels, tokenizer, t.max_length, students["student"],
+                          cfg.eval.batch_sizes, cfg.eval.repeats, report)
+    speed.update(device=str(rt.device), threads=torch.get_num_threads(), n_texts=len(texts),
+                 teacher_precision=precision)
+    metrics = {"labels": labels, "splits": quality, "speed": speed}
+    manifest = make_manifest(cfg, "eval", fp, inputs, counts={n: s["n"] for n, s in
+                                                              quality.items()},
+                             labels=labels, timings={"total_s": time.perf_counter() - start})
+    with staged_dir(out, force=True) as tmp:
+        atomic_write_json(tmp / "metrics.json", metrics)
+        atomic_write_text(tmp / "report.md", render_report(metrics))
+        atomic_write_json(tmp / "manifest.json", {**manifest, "metrics": metrics})
+    write_resolved_config(cfg)
+    return StageResult("eval", out, False, {**manifest, "metrics": metrics})
+
+
+def measure_speed(texts: list[str], teacher_labels: Callable[..., list[str]], tokenizer: Any,
+                  max_length: int, student: Student, batch_sizes: list[int], repeats: int,
+                  report: Reporter) -> dict[str, Any]:
+    """samples/s end to end and model only, per batch size, for teacher and student."""
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    bag = student.featurizer(texts)
+    inputs = bag_tensors(bag, student.pooling, torch.device("cpu"))
+    rows: dict[str, dict[str, dict[str, float]]] = {"teacher": {}, "student": {}}
+    report.start("speed", 2 * len(batch_sizes), unit="runs")
+    for bs in batch_sizes:
+        # Batch size 1 on a transformer is slow: time it on fewer texts.
+        n = min(len(texts), 200) if bs == 1 else len(texts)
+        rows["teacher"][str(bs)] = {
+            "samples_per_s": median_rate(lambda n=n, bs=bs: teacher_labels(texts[:n], bs),
+                                         n, repeats),
+            "model_only_samples_per_s": median_rate(
+                lambda n=n, bs=bs: teacher_labels(texts[:n], bs, encoded[:n]), n, repeats)}
+        report.update(1)
+
+        def student_e2e(bs: int = bs) -> None:
+            for i in range(0, len(texts), bs):
+                student.predict(texts[i:i + bs])
+
+        @torch.inference_mode()
+        def student_model(bs: int = bs) -> None:
+            offsets = bag.offsets
+            for i in range(0, len(texts), bs):
+                lo, hi = offsets[i], offsets[min(i + bs, len(texts))]
+                student.model(inputs[0][lo:hi], torch.from_numpy(offsets[i:i + bs + 1] - lo),
+                              inputs[2][lo:hi]).argmax(dim=1)
+
+        rows["student"][str(bs)] = {
+            "samples_per_s": median_rate(student_e2e, len(texts), repeats),
+            "model_only_samples_per_s": median_rate(student_model, len(texts), repeats)}
+        report.update(1)
+    bulk = str(max(batch_sizes))
+    teacher_rate = rows["teacher"][bulk]["samples_per_s"]
+    student_rate = rows["student"][bulk]["samples_per_s"]
+    return {"by_batch_size": rows, "bulk_batch_size": int(bulk),
+            "teacher": {"samples_per_s": teacher_rate,
+                        "model_only_samples_per_s":
+                            rows["teacher"][bulk]["model_only_samples_per_s"]},
+            "student": {"samples_per_s": student_rate,
+                        "model_only_samples_per_s":
+                            rows["student"][bulk]["model_only_samples_per_s"]},
+            "speedup": student_rate / teacher_rate}
+
+
+def render_report(metrics: dict[str, Any]) -> str:
+    """report.md: quality per split, speed per batch size."""
+    lines = ["# sparse-distill evaluation", "", "## Quality", "",
+             "| split | model | accuracy | macro-F1 | agreement with teacher | retention |",
+             "|---|---|---:|---:|---:|---:|"]
+    names = {"teacher": "teacher", "student_kd": "student (KD)", "student": "student"}
+    for split, entry in metrics["splits"].items():
+        for key, label in names.items():
+            if key not in entry:
+                continue
+            m = entry[key]
+            agree = f"{m['agreement']:.4f}" if "agreement" in m else ""
+            keep = f"{m['retention']:.3f}" if "retention" in m else ""
+            lines.append(f"| {split} ({entry['n']:,}) | {label} | {m['accuracy']:.4f} | "
+                         f"{m['macro_f1']:.4f} | {agree} | {keep} |")
+    s = metrics["speed"]
+    lines += ["", "## Speed", "",
+              f"{s['n_texts']:,} texts, device {s['device']}, {s['threads']} threads, teacher in "
+              f"{s['teacher_precision']}; samples/s end to end (model only).", "",
+              "| batch size | teacher | student | student / teacher |", "|---:|---:|---:|---:|"]
+    for bs, t_row in s["by_batch_size"]["teacher"].items():
+        st_row = s["by_batch_size"]["student"][bs]
+        lines.append(f"| {bs} | {t_row['samples_per_s']:,.0f} "
+                     f"({t_row['model_only_samples_per_s']:,.0f}) | "
+                     f"{st_row['samples_per_s']:,.0f} ({st_row['model_only_samples_per_s']:,.0f}) "
+                     f"| {st_row['samples_per_s'] / t_row['samples_per_s']:,.1f}x |")
+    lines += ["", f"speedup (end to end, batch {s['bulk_batch_size']}): {s['speedup']:,.1f}x", ""]
+    return "\n".join(lines)

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import student_section, teacher_config
+from typer.testing import CliRunner
+
+from sparse_distill.cli import app
+from sparse_distill.config import config_from_dict
+from sparse_distill.evaluate import classification_metrics, measure_speed, median_rate
+from sparse_distill.progress import Reporter
+from sparse_distill.student import Student
+
+
+def test_metrics_against_hand_computed_values():
+    gold = ["a", "a", "a", "b", "b", "c"]
+    pred = ["a", "a", "b", "b", "c", "c"]
+    m = classification_metrics(gold, pred, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    # a: p 2/2, r 2/3, f 0.8; b: p 1/2, r 1/2, f 0.5; c: p 1/2, r 1/1, f 2/3
+    assert m["per_class"]["a"] == {"precision": 1.0, "recall": pytest.approx(2 / 3),
+                                   "f1": pytest.approx(0.8), "support": 3}
+    assert m["per_class"]["c"]["f1"] == pytest.approx(2 / 3)
+    assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert m["confusion"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+
+
+def test_median_rate_counts_items_per_second():
+    import time
+
+    assert median_rate(lambda: time.sleep(0.02), 10, 3) == pytest.approx(500, rel=0.3)
+
+
+class OneTokenEach:
+    """A stand-in tokenizer: the teacher's side is not what this test measures."""
+
+    def __call__(self, texts, **kwargs):
+        return {"input_ids": [[0]] * len(texts)}
+
+
+def test_model_only_is_at_least_as_fast_as_end_to_end(trained_student):
+    student = Student.load(trained_student)
+    texts = ["a warm and funny film with a big heart"] * 300
+    speed = measure_speed(texts, lambda t, bs=32, encoded=None: ["pos"] * len(t),
+                          OneTokenEach(), 16, student, [32, 256], 3, Reporter())
+    for bs in ("32", "256"):
+        row = speed["by_batch_size"]["student"][bs]
+        assert row["model_only_samples_per_s"] >= row["samples_per_s"] > 0
+    assert speed["bulk_batch_size"] == 256
+
+
+def test_eval_stage_end_to_end(config_dict, tiny_classifier, write_config, tmp_path):
+    from sparse_distill.student import train_student
+    from sparse_distill.teacher import teach
+    from sparse_distill.vocab import build_vocab
+
+    data = teacher_config(config_dict, tiny_classifier, finetune=False)
+    data["student"] = student_section()
+    data["eval"] = {"speed_texts": 6, "batch_sizes": [1, 4], "repeats": 1}
+    cfg = config_from_dict(data)
+    build_vocab(cfg)
+    teach(cfg)
+    train_student(cfg)
+    result = CliRunner().invoke(app, ["eval", str(write_config(data))])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
+    assert metrics["labels"] == ["neg", "pos"]
+    test = metrics["splits"]["test"]
+    assert test["n"] == 6 and {"teacher", "student_kd", "student"} <= set(test)
+    assert test["retention"] == pytest.approx(test["student"]["accuracy"]
+                                              / test["teacher"]["accuracy"])
+    speed = metrics["speed"]
+    assert speed["speedup"] == pytest.approx(speed["student"]["samples_per_s"]
+                                             / speed["teacher"]["samples_per_s"])
+    report = (tmp_path / "run" / "eval" / "report.md").read_text()
+    assert "## Quality" in report and "## Speed" in report
