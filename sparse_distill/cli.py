@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .config import as_config, default_cache_dir
-from .errors import NotBuiltError, SDistillError
+from .errors import SDistillError
 from .progress import Reporter
 from .rundir import StageResult
 
@@ -114,12 +114,6 @@ def vocab(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
                 err.print(f"[yellow]skipped[/] {example}")
     out.print(f"output: {result.output}")
     out.print(f"next:   sdistill teach {config}")
-
-
-def _not_built(command: str, issue: int) -> None:
-    with _user_errors():
-        raise NotBuiltError(f"`sdistill {command}` is not built yet (issue {issue}); use the "
-                            "stage commands: vocab, teach, train-student, eval (and predict)")
 
 
 class _Bars(Reporter):
@@ -263,8 +257,42 @@ def eval_(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
 
 @app.command()
 def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None:
-    """All stages in order; a stage whose output is up to date is skipped."""
-    _not_built("run", 5)
+    """All stages in order; a stage whose output is up to date is skipped, one whose inputs or
+    config changed is rebuilt (--force rebuilds all)."""
+    from .pipeline import run_all, summary
+
+    def announce(stage: str, reasons: list[str]) -> None:
+        if reasons:
+            out.print(f"[bold]{stage}[/]: running ({'; '.join(reasons)})")
+        else:
+            out.print(f"[bold]{stage}[/]: up to date, skipped")
+
+    with _user_errors():
+        cfg = as_config(config, set_)
+        bars = _Bars()
+        try:
+            results = run_all(cfg, force=force, report=bars, on_stage=announce)
+        finally:
+            bars.close()
+    s = summary(results)
+    table = Table(title=f"sparse-distill run ({s['split']} split)", show_header=False,
+                  title_justify="left")
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    table.add_row("teacher accuracy", fmt(s["teacher_accuracy"], ".4f"))
+    table.add_row("student accuracy (KD)", fmt(s["student_kd_accuracy"], ".4f"))
+    table.add_row("student accuracy (final)", fmt(s["student_accuracy"], ".4f"))
+    table.add_row("retention", fmt(s["retention"], ".3f"))
+    table.add_row(f"teacher texts/s (batch {s['batch_size']}, end to end)",
+                  fmt(s["teacher_samples_per_s"], ",.0f"))
+    table.add_row(f"student texts/s (batch {s['batch_size']}, end to end)",
+                  fmt(s["student_samples_per_s"], ",.0f"))
+    table.add_row("speedup", fmt(s["speedup"], ",.1f") + "x")
+    out.print(table)
+    out.print(f"output: {cfg.run_dir()} (eval/report.md, student/)")
+    out.print(f"next:   sdistill predict {cfg.run_dir() / 'student'} -i TEXTS.txt")
 
 
 @app.command()

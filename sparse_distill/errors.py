@@ -29,7 +29,3 @@ class FetchError(SDistillError):
 
 class StageError(SDistillError):
     """A run directory whose contents conflict with what a stage is asked to do."""
-
-
-class NotBuiltError(SDistillError):
-    """A command of the contract that this version does not implement yet."""

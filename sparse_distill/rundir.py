@@ -220,6 +220,15 @@ def check_output(cfg: Config, stage: str, fp: dict[str, Any], force: bool) -> bo
                      f"to overwrite it: {command(stage, cfg, force=True)}")
 
 
+def stage_state(cfg: Config, stage: str) -> list[str]:
+    """Why a stage's output is not up to date ([] when it is)."""
+    manifest = read_manifest(cfg.run_dir() / stage)
+    if manifest is None:
+        return ["no output yet"]
+    return _differences(manifest.get("fingerprint", {}),
+                        fingerprint(cfg, stage, input_fingerprints(cfg)))
+
+
 def check_upstream(cfg: Config, stage: str) -> None:
     """Refuse to run `stage` unless every stage it reads is present and up to date."""
     inputs = input_fingerprints(cfg)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from typer.testing import CliRunner
 
 from sparse_distill.cli import app
@@ -23,14 +22,6 @@ def test_help_lists_every_command_of_the_contract():
         assert command in result.output
     data_help = invoke("data", "--help")
     assert "fetch" in data_help.output and "list" in data_help.output
-
-
-@pytest.mark.parametrize("command", [
-                                     ["run", "c.yaml"]])
-def test_commands_not_built_yet_say_so_and_fail(command):
-    result = invoke(*command)
-    assert result.exit_code == 1
-    assert f"`sdistill {command[0]}` is not built yet" in result.output
 
 
 def test_vocab_end_to_end_then_rerun_rules(config_dict, write_config, tmp_path):

@@ -75,3 +75,25 @@ def test_eval_stage_end_to_end(config_dict, tiny_classifier, write_config, tmp_p
                                              / speed["teacher"]["samples_per_s"])
     report = (tmp_path / "run" / "eval" / "report.md").read_text()
     assert "## Quality" in report and "## Speed" in report
+
+
+def test_run_skips_what_is_up_to_date_and_rebuilds_what_changed(config_dict, tiny_classifier,
+                                                                 write_config):
+    data = teacher_config(config_dict, tiny_classifier, finetune=False)
+    data["student"] = student_section()
+    data["eval"] = {"speed_texts": 6, "batch_sizes": [1, 4], "repeats": 1}
+    path = write_config(data)
+    first = CliRunner().invoke(app, ["run", str(path)])
+    assert first.exit_code == 0, first.output
+    for stage in ("vocab", "teacher", "student", "eval"):
+        assert f"{stage}: running (no output yet)" in first.output
+    assert "teacher accuracy" in first.output and "speedup" in first.output
+    again = CliRunner().invoke(app, ["run", str(path)])
+    assert again.exit_code == 0
+    assert again.output.count("up to date, skipped") == 4
+    changed = CliRunner().invoke(app, ["run", str(path), "--set", "student.distill.steps=16"])
+    assert changed.exit_code == 0, changed.output
+    assert "vocab: up to date, skipped" in changed.output
+    assert "teacher: up to date, skipped" in changed.output
+    assert "student: running (config section 'student' changed)" in changed.output
+    assert "eval: running (the student stage's output changed)" in changed.output
