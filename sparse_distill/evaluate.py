@@ -156,7 +156,8 @@ def evaluate(cfg: Config | str | Path, *, force: bool = False,
                              labels=labels, timings={"total_s": time.perf_counter() - start})
     with staged_dir(out, force=True) as tmp:
         atomic_write_json(tmp / "metrics.json", metrics)
-        atomic_write_text(tmp / "report.md", render_report(metrics))
+        figures = write_figures(metrics, tmp)
+        atomic_write_text(tmp / "report.md", render_report(metrics, figures))
         atomic_write_json(tmp / "manifest.json", {**manifest, "metrics": metrics})
     write_resolved_config(cfg)
     return StageResult("eval", out, False, {**manifest, "metrics": metrics})
@@ -210,14 +211,70 @@ def measure_speed(texts: list[str], teacher_labels: Callable[..., list[str]], to
             "speedup": student_rate / teacher_rate}
 
 
-def render_report(metrics: dict[str, Any]) -> str:
-    """report.md: quality per split, speed per batch size."""
+MODEL_NAMES = {"teacher": "teacher", "student_kd": "student (KD)", "student": "student"}
+
+
+def write_figures(metrics: dict[str, Any], directory: Path) -> list[str]:
+    """PNG figures, if matplotlib is installed (`pip install sparse-distill[plots]`): the
+    confusion matrix of each model on each split, and accuracy against end-to-end throughput."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    labels = metrics["labels"]
+    names = []
+    for split, entry in metrics["splits"].items():
+        keys = [k for k in MODEL_NAMES if k in entry]
+        fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.6), squeeze=False)
+        for ax, key in zip(axes[0], keys, strict=True):
+            matrix = np.asarray(entry[key]["confusion"])
+            ax.imshow(matrix, cmap="Blues")
+            ax.set_title(f"{MODEL_NAMES[key]}: {entry[key]['accuracy']:.3f}")
+            ax.set_xticks(range(len(labels)), labels, rotation=90 if len(labels) > 4 else 0)
+            ax.set_yticks(range(len(labels)), labels)
+            ax.set_xlabel("predicted")
+            ax.set_ylabel("gold")
+            if len(labels) <= 10:
+                for (i, j), v in np.ndenumerate(matrix):
+                    ax.text(j, i, str(v), ha="center", va="center",
+                            color="white" if v > matrix.max() / 2 else "black")
+        fig.tight_layout()
+        names.append(f"confusion-{split}.png")
+        fig.savefig(directory / names[-1], dpi=110)
+        plt.close(fig)
+    split = "test" if "test" in metrics["splits"] else next(iter(metrics["splits"]))
+    speed = metrics["speed"]
+    bulk = str(speed["bulk_batch_size"])
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    points = [("teacher", "teacher"), ("student", "student")]
+    for key, who in points:
+        acc = metrics["splits"][split][key]["accuracy"]
+        rate = speed["by_batch_size"][who][bulk]["samples_per_s"]
+        ax.scatter([rate], [acc], s=60)
+        ax.annotate(f"{MODEL_NAMES[key]}\n{rate:,.0f}/s", (rate, acc),
+                    textcoords="offset points", xytext=(8, -4))
+    ax.set_xscale("log")
+    ax.set_xlabel(f"texts/s, end to end, batch {bulk} (log)")
+    ax.set_ylabel(f"{split} accuracy")
+    ax.set_title(f"speedup {speed['speedup']:,.0f}x")
+    ax.margins(x=0.6, y=0.3)
+    fig.tight_layout()
+    names.append("accuracy-vs-speed.png")
+    fig.savefig(directory / names[-1], dpi=110)
+    plt.close(fig)
+    return names
+
+
+def render_report(metrics: dict[str, Any], figures: list[str] | None = None) -> str:
+    """report.md: quality per split, speed per batch size, and the figures."""
     lines = ["# sparse-distill evaluation", "", "## Quality", "",
              "| split | model | accuracy | macro-F1 | agreement with teacher | retention |",
              "|---|---|---:|---:|---:|---:|"]
-    names = {"teacher": "teacher", "student_kd": "student (KD)", "student": "student"}
     for split, entry in metrics["splits"].items():
-        for key, label in names.items():
+        for key, label in MODEL_NAMES.items():
             if key not in entry:
                 continue
             m = entry[key]
@@ -237,4 +294,9 @@ def render_report(metrics: dict[str, Any]) -> str:
                      f"{st_row['samples_per_s']:,.0f} ({st_row['model_only_samples_per_s']:,.0f}) "
                      f"| {st_row['samples_per_s'] / t_row['samples_per_s']:,.1f}x |")
     lines += ["", f"speedup (end to end, batch {s['bulk_batch_size']}): {s['speedup']:,.1f}x", ""]
+    if figures:
+        lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
+    else:
+        lines += ["(No figures: install matplotlib, e.g. `pip install sparse-distill[plots]`.)",
+                  ""]
     return "\n".join(lines)

@@ -75,6 +75,10 @@ def test_eval_stage_end_to_end(config_dict, tiny_classifier, write_config, tmp_p
                                              / speed["teacher"]["samples_per_s"])
     report = (tmp_path / "run" / "eval" / "report.md").read_text()
     assert "## Quality" in report and "## Speed" in report
+    pngs = sorted(p.name for p in (tmp_path / "run" / "eval").glob("*.png"))
+    assert pngs == ["accuracy-vs-speed.png", "confusion-dev.png", "confusion-test.png"]
+    assert all(f"![{name}]({name})" in report for name in pngs)
+    assert all((tmp_path / "run" / "eval" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 
 def test_run_skips_what_is_up_to_date_and_rebuilds_what_changed(config_dict, tiny_classifier,
