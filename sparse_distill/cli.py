@@ -247,10 +247,10 @@ def eval_(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
                                   f"{m['retention']:.3f}" if "retention" in m else "")
         out.print(table)
         s = metrics["speed"]
-        out.print(f"speed at batch {s['bulk_batch_size']} ({s['device']}, {s['threads']} "
-                  f"threads): teacher {s['teacher']['samples_per_s']:,.0f} texts/s, student "
-                  f"{s['student']['samples_per_s']:,.0f} texts/s end to end: "
-                  f"{s['speedup']:,.1f}x")
+        out.print(f"speed, end to end ({s['device']}, {s['threads']} threads): teacher "
+                  f"{s['teacher']['samples_per_s']:,.0f} texts/s (batch "
+                  f"{s['teacher']['batch_size']}), student {s['student']['samples_per_s']:,.0f} "
+                  f"texts/s (batch {s['student']['batch_size']}): {s['speedup']:,.1f}x")
     out.print(f"output: {result.output} (metrics.json, report.md)")
     out.print(f"next:   sdistill predict {result.output.parent / 'student'} -i TEXTS.txt")
 
@@ -285,9 +285,9 @@ def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None
     table.add_row("student accuracy (KD)", fmt(s["student_kd_accuracy"], ".4f"))
     table.add_row("student accuracy (final)", fmt(s["student_accuracy"], ".4f"))
     table.add_row("retention", fmt(s["retention"], ".3f"))
-    table.add_row(f"teacher texts/s (batch {s['batch_size']}, end to end)",
+    table.add_row(f"teacher texts/s (end to end, batch {s['teacher_batch_size']})",
                   fmt(s["teacher_samples_per_s"], ",.0f"))
-    table.add_row(f"student texts/s (batch {s['batch_size']}, end to end)",
+    table.add_row(f"student texts/s (end to end, batch {s['student_batch_size']})",
                   fmt(s["student_samples_per_s"], ",.0f"))
     table.add_row("speedup", fmt(s["speedup"], ",.1f") + "x")
     out.print(table)

@@ -170,7 +170,7 @@ class EvalConfig:
     splits: list[Literal["train", "dev", "test"]] = field(default_factory=lambda: ["dev", "test"])
     # Speed: texts of the test split (else dev) timed at each batch size, median of `repeats`.
     speed_texts: int = field(default=1000, metadata=_range(ge=1))
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 32, 1024])
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 32, 128, 1024])
     repeats: int = field(default=3, metadata=_range(ge=1))
 
 

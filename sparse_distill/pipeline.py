@@ -70,4 +70,6 @@ def summary(results: dict[str, StageResult]) -> dict[str, Any]:
             "retention": entry.get("retention"),
             "teacher_samples_per_s": speed.get("teacher", {}).get("samples_per_s"),
             "student_samples_per_s": speed.get("student", {}).get("samples_per_s"),
-            "speedup": speed.get("speedup"), "batch_size": speed.get("bulk_batch_size")}
+            "teacher_batch_size": speed.get("teacher", {}).get("batch_size"),
+            "student_batch_size": speed.get("student", {}).get("batch_size"),
+            "speedup": speed.get("speedup")}

@@ -47,7 +47,9 @@ def test_model_only_is_at_least_as_fast_as_end_to_end(trained_student):
     for bs in ("32", "256"):
         row = speed["by_batch_size"]["student"][bs]
         assert row["model_only_samples_per_s"] >= row["samples_per_s"] > 0
-    assert speed["bulk_batch_size"] == 256
+    assert speed["student"]["batch_size"] in (32, 256)
+    best = max(speed["by_batch_size"]["student"].values(), key=lambda r: r["samples_per_s"])
+    assert speed["student"]["samples_per_s"] == best["samples_per_s"]
 
 
 def test_eval_stage_end_to_end(config_dict, tiny_classifier, write_config, tmp_path):
