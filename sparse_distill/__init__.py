@@ -12,14 +12,18 @@ from .data import LabeledData, load_labeled
 from .errors import ConfigError, DataError, FetchError, SDistillError, StageError
 from .vocab import Bag, Featurizer, Vocabulary, build_vocab
 
+# The stages that need torch and transformers are imported on first use, so that the CLI and the
+# light stages start fast.
+_LAZY = {"teach": "teacher", "read_targets": "teacher", "train_student": "student",
+         "Student": "student", "evaluate": "evaluation", "run_all": "pipeline",
+         "predict_file": "predict"}
+
 
 def __getattr__(name: str) -> object:
-    # The teacher needs torch and transformers: imported on first use, so that the CLI and the
-    # light stages start fast.
-    if name in ("teach", "read_targets"):
-        from . import teacher
+    if name in _LAZY:
+        import importlib
 
-        return getattr(teacher, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'sparse_distill' has no attribute {name!r}")
 
 
@@ -33,12 +37,17 @@ __all__ = [
     "LabeledData",
     "SDistillError",
     "StageError",
+    "Student",
     "Vocabulary",
     "__version__",
     "build_vocab",
+    "evaluate",
     "fetch",
     "load_config",
     "load_labeled",
+    "predict_file",
     "read_targets",
+    "run_all",
     "teach",
+    "train_student",
 ]

@@ -228,7 +228,7 @@ def train_student(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = Fals
 @app.command("eval")
 def eval_(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None:
     """Accuracy, F1, agreement, retention and speed of teacher vs student; a report."""
-    from .evaluate import evaluate
+    from .evaluation import evaluate
 
     result = _run_with_bars(evaluate, config, set_, force)
     if result.skipped:

@@ -19,7 +19,7 @@ def run_all(cfg: Config | str | Path, *, force: bool = False, report: Reporter |
             ) -> dict[str, StageResult]:
     """Run vocab, teach, train-student and eval; `on_stage(stage, reasons)` is told before each
     stage why it runs (reasons empty: up to date, skipped)."""
-    from .evaluate import evaluate
+    from .evaluation import evaluate
     from .student import train_student
     from .teacher import teach
     from .vocab import build_vocab

@@ -81,3 +81,12 @@ def test_data_fetch_unknown_name_fails_cleanly(tmp_path):
 def test_version():
     result = invoke("--version")
     assert result.exit_code == 0 and result.output.startswith("sparse-distill ")
+
+
+def test_python_api_mirrors_the_commands():
+    import sparse_distill as sd
+
+    for name in ("build_vocab", "teach", "train_student", "evaluate", "run_all", "predict_file"):
+        first, again = getattr(sd, name), getattr(sd, name)
+        assert callable(first) and first is again and first.__name__ == name
+    assert sd.Student.load.__qualname__ == "Student.load"

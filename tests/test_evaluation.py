@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from sparse_distill.cli import app
 from sparse_distill.config import config_from_dict
-from sparse_distill.evaluate import classification_metrics, measure_speed, median_rate
+from sparse_distill.evaluation import classification_metrics, measure_speed, median_rate
 from sparse_distill.progress import Reporter
 from sparse_distill.student import Student
 
