@@ -29,10 +29,7 @@ from .rundir import (
     StageResult,
     atomic_write_json,
     atomic_write_text,
-    check_output,
-    check_upstream,
-    fingerprint,
-    input_fingerprints,
+    begin_stage,
     make_manifest,
     read_manifest,
     staged_dir,
@@ -92,12 +89,9 @@ def evaluate(cfg: Config | str | Path, *, force: bool = False,
     """Evaluate teacher and student on the configured splits; write RUN/eval/."""
     cfg = as_config(cfg)
     out = cfg.run_dir() / "eval"
-    check_upstream(cfg, "eval")
-    inputs = input_fingerprints(cfg)
-    fp = fingerprint(cfg, "eval", inputs)
-    if check_output(cfg, "eval", fp, force):
-        write_resolved_config(cfg)
-        return StageResult("eval", out, True, read_manifest(out) or {})
+    inputs, fp, done = begin_stage(cfg, "eval", force)
+    if done is not None:
+        return done
     report = report or Reporter()
     start = time.perf_counter()
     rt = runtime(cfg.run.device)

@@ -231,6 +231,8 @@ def stage_state(cfg: Config, stage: str) -> list[str]:
 
 def check_upstream(cfg: Config, stage: str) -> None:
     """Refuse to run `stage` unless every stage it reads is present and up to date."""
+    if not STAGE_UPSTREAM[stage]:
+        return
     inputs = input_fingerprints(cfg)
     for up in STAGE_UPSTREAM[stage]:
         out = cfg.run_dir() / up
@@ -242,6 +244,20 @@ def check_upstream(cfg: Config, stage: str) -> None:
         if diffs:
             raise StageError(f"{out} is out of date ({'; '.join(diffs)}); "
                              f"run `{command(up, cfg, force=True)}` first")
+
+
+def begin_stage(cfg: Config, stage: str, force: bool
+                ) -> tuple[list[dict[str, Any]], dict[str, Any], StageResult | None]:
+    """The prologue every stage shares: refuse a missing or stale upstream, fingerprint the
+    inputs, and return the existing result when the output is up to date (else None)."""
+    check_upstream(cfg, stage)
+    inputs = input_fingerprints(cfg)
+    fp = fingerprint(cfg, stage, inputs)
+    out = cfg.run_dir() / stage
+    if check_output(cfg, stage, fp, force):
+        write_resolved_config(cfg)
+        return inputs, fp, StageResult(stage, out, True, read_manifest(out) or {})
+    return inputs, fp, None
 
 
 def make_manifest(cfg: Config, stage: str, fp: dict[str, Any], inputs: list[dict[str, Any]],

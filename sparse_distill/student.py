@@ -32,13 +32,9 @@ from .progress import Reporter
 from .rundir import (
     StageResult,
     atomic_write_json,
-    check_output,
-    check_upstream,
-    fingerprint,
-    input_fingerprints,
+    begin_stage,
     make_manifest,
     prepare_partial,
-    read_manifest,
     replace_dir,
     sha256_file,
     staged_dir,
@@ -421,12 +417,9 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
     cfg = as_config(cfg)
     s = cfg.student
     out = cfg.run_dir() / "student"
-    check_upstream(cfg, "student")
-    inputs = input_fingerprints(cfg)
-    fp = fingerprint(cfg, "student", inputs)
-    if check_output(cfg, "student", fp, force):
-        write_resolved_config(cfg)
-        return StageResult("student", out, True, read_manifest(out) or {})
+    inputs, fp, done = begin_stage(cfg, "student", force)
+    if done is not None:
+        return done
     report = report or Reporter()
     rt = runtime(cfg.run.device)
     reuse_freed_memory()

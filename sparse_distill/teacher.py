@@ -34,12 +34,9 @@ from .rundir import (
     StageResult,
     atomic_write_bytes,
     atomic_write_json,
-    check_output,
-    fingerprint,
-    input_fingerprints,
+    begin_stage,
     make_manifest,
     prepare_partial,
-    read_manifest,
     replace_dir,
     write_resolved_config,
 )
@@ -437,11 +434,9 @@ def teach(cfg: Config | str | Path, *, force: bool = False,
     cfg = as_config(cfg)
     t = cfg.teacher
     out = cfg.run_dir() / "teacher"
-    inputs = input_fingerprints(cfg)
-    fp = fingerprint(cfg, "teacher", inputs)
-    if check_output(cfg, "teacher", fp, force):
-        write_resolved_config(cfg)
-        return StageResult("teacher", out, True, read_manifest(out) or {})
+    inputs, fp, done = begin_stage(cfg, "teacher", force)
+    if done is not None:
+        return done
     rt = runtime(cfg.run.device)
     report = report if report is not None and rt.main else Reporter()
     set_seed(cfg.run.seed)

@@ -27,11 +27,8 @@ from .errors import DataError
 from .rundir import (
     StageResult,
     atomic_write_json,
-    check_output,
-    fingerprint,
-    input_fingerprints,
+    begin_stage,
     make_manifest,
-    read_manifest,
     staged_dir,
     write_resolved_config,
 )
@@ -210,11 +207,9 @@ def build_vocab(cfg: Config | str | Path, *, force: bool = False,
     """
     cfg = as_config(cfg)
     out = cfg.run_dir() / "vocab"
-    inputs = input_fingerprints(cfg)
-    fp = fingerprint(cfg, "vocab", inputs)
-    if check_output(cfg, "vocab", fp, force):
-        write_resolved_config(cfg)
-        return StageResult("vocab", out, True, read_manifest(out) or {})
+    inputs, fp, done = begin_stage(cfg, "vocab", force)
+    if done is not None:
+        return done
     start = time.perf_counter()
     labeled = load_labeled(cfg)
     pool = PoolStats()
