@@ -41,9 +41,10 @@ class OneTokenEach:
 
 def test_model_only_is_at_least_as_fast_as_end_to_end(trained_student):
     student = Student.load(trained_student)
-    texts = ["a warm and funny film with a big heart"] * 300
+    texts = ["a warm and funny film with a big heart"] * 1000
+    # Medians of 7: a busy machine must not turn one preempted run into the answer.
     speed = measure_speed(texts, lambda t, bs=32, encoded=None: ["pos"] * len(t),
-                          OneTokenEach(), 16, student, [32, 256], 3, Reporter())
+                          OneTokenEach(), 16, student, [32, 256], 7, Reporter())
     for bs in ("32", "256"):
         row = speed["by_batch_size"]["student"][bs]
         assert row["model_only_samples_per_s"] >= row["samples_per_s"] > 0
