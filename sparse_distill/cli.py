@@ -296,6 +296,43 @@ def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None
 
 
 @app.command()
+def benchmark(
+    configs: Annotated[list[Path], typer.Argument(help="Configs, one per data set (configs/).",
+                                                  show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The Markdown report; the "
+                                         "same figures go to a .json beside it.")
+                      ] = Path("benchmarks/RESULTS.md"),
+    set_: SetOpt = None,
+) -> None:
+    """Pipeline vs baselines (DAN from scratch, TF-IDF + LR, fastText) on each data set:
+    accuracy, end-to-end throughput, retention, speedup, where the student's time goes."""
+    from .benchmark import benchmark as run_benchmark
+    from .benchmark import targets
+
+    with _user_errors():
+        cfgs = [as_config(c, set_) for c in configs]
+        bars = _Bars()
+        existed = output.is_file()
+        try:
+            results = run_benchmark(
+                cfgs, output, command=" ".join(["sdistill", "benchmark", *sys.argv[2:]]),
+                report=bars, on_step=lambda step: (bars.close(), err.print(f"[dim]{step}[/]")))
+        finally:
+            bars.close()
+    for d in results:
+        table = Table("model", "test acc", "texts/s", "speedup", title=d.name,
+                      title_justify="left")
+        teacher = d.model("teacher")
+        for m in d.models:
+            table.add_row(m.name, f"{m.test_accuracy:.4f}", f"{m.texts_per_s:,.0f}",
+                          f"{m.texts_per_s / teacher.texts_per_s:,.1f}x")
+        out.print(table)
+        for what, ok, margin in targets(d):
+            out.print(f"  {'met' if ok else '[bold red]missed[/]'}: {what} ({margin})")
+    out.print(f"{'replaced' if existed else 'wrote'} {output} and {output.with_suffix('.json')}")
+
+
+@app.command()
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="A trained student directory.")],
     input_: Annotated[str, typer.Option("--input", "-i", help="Texts: a .txt (one a line), "

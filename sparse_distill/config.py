@@ -60,6 +60,28 @@ class SourceConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Perturbed copies of the training texts added to the pool (sparse_distill.augment)."""
+
+    copies: int = field(default=0, metadata=_range(ge=0))
+    drop_prob: float = field(default=0.1, metadata=_range(ge=0.0, le=1.0))
+    replace_prob: float = field(default=0.1, metadata=_range(ge=0.0, le=1.0))
+    window_prob: float = field(default=0.25, metadata=_range(ge=0.0, le=1.0))
+    window_min: int = field(default=1, metadata=_range(ge=1))
+    window_max: int = field(default=5, metadata=_range(ge=1))
+
+    def _check(self) -> list[tuple[str, str]]:
+        problems = []
+        if self.drop_prob + self.replace_prob > 1.0:
+            problems.append(("replace_prob", "drop_prob + replace_prob must be <= 1, got "
+                             f"{self.drop_prob + self.replace_prob:g}"))
+        if self.window_max < self.window_min:
+            problems.append(("window_max", f"must be >= window_min ({self.window_min}), got "
+                             f"{self.window_max}"))
+        return problems
+
+
+@dataclass
 class DataConfig:
     train: SourceConfig
     dev: SourceConfig | None = None
@@ -67,6 +89,7 @@ class DataConfig:
     unlabeled: list[SourceConfig] = field(default_factory=list)
     # An empty, undecodable or malformed line: skip it (counted and reported), or stop.
     on_bad_line: Literal["skip", "error"] = "skip"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass

@@ -482,21 +482,40 @@ def text_key(text: str) -> bytes:
 
 
 def iter_pool(cfg: Config, labeled: LabeledData, stats: PoolStats) -> Iterator[str]:
-    """The unlabelled texts, de-duplicated, without any text of train, dev or test.
+    """The unlabelled texts, then the augmented copies of train (data.augment), de-duplicated,
+    without any text of train, dev or test.
 
     Streams: memory is one 8-byte key per kept text, whatever the pool's size.
     """
+    from .augment import augment_texts
+
     held_out = {text_key(t) for s in (labeled.dev, labeled.test) if s is not None
                 for t in s.texts}
     seen = {text_key(t) for t in labeled.train.texts}
+
+    def admit(text: str) -> bool:
+        key = text_key(text)
+        if key in held_out:
+            stats.leaked += 1
+        elif key in seen:
+            stats.duplicates += 1
+        else:
+            seen.add(key)
+            stats.kept += 1
+            return True
+        return False
+
     for i, src in enumerate(cfg.data.unlabeled):
         for text, _ in iter_texts(cfg, f"data.unlabeled[{i}]", src, stats.sources):
-            key = text_key(text)
-            if key in held_out:
-                stats.leaked += 1
-            elif key in seen:
-                stats.duplicates += 1
-            else:
-                seen.add(key)
-                stats.kept += 1
+            if admit(text):
+                yield text
+    aug = cfg.data.augment
+    if aug.copies > 0:
+        source = SourceStats(key="data.augment", path=f"{aug.copies} perturbed copies of train",
+                             format="augment")
+        stats.sources.append(source)
+        for text in augment_texts(labeled.train.texts, aug, cfg.run.seed):
+            source.read += 1
+            if admit(text):
+                source.kept += 1
                 yield text

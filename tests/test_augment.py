@@ -1,0 +1,75 @@
+"""Augmented copies of the training texts in the pool (data.augment)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sparse_distill.augment import augment_texts
+from sparse_distill.config import AugmentConfig, config_from_dict
+from sparse_distill.data import PoolStats, iter_pool, load_labeled
+from sparse_distill.errors import ConfigError
+
+TEXTS = ["the film is a warm and funny story about love",
+         "a dull lifeless mess that overstays its welcome by an hour",
+         "sharp script and terrific performances"]
+
+
+def test_same_seed_same_copies_and_other_seed_other_copies():
+    cfg = AugmentConfig(copies=4)
+    first = list(augment_texts(TEXTS, cfg, seed=1))
+    assert first == list(augment_texts(TEXTS, cfg, seed=1))
+    assert first != list(augment_texts(TEXTS, cfg, seed=2))
+    assert len(first) == 4 * len(TEXTS)  # seeded: no copy lost every word
+    assert first != TEXTS * 4
+
+
+def test_no_perturbation_gives_the_texts_back():
+    cfg = AugmentConfig(copies=2, drop_prob=0.0, replace_prob=0.0, window_prob=0.0)
+    assert list(augment_texts(TEXTS, cfg, seed=0)) == TEXTS * 2
+
+
+def test_drop_and_replace_rates_and_window_sizes():
+    words = [f"w{i}" for i in range(50)]
+    text = " ".join(words)
+    dropped = list(augment_texts([text], AugmentConfig(copies=200, drop_prob=0.3,
+                                                       replace_prob=0.0, window_prob=0.0), 0))
+    kept = sum(len(t.split()) for t in dropped) / (200 * 50)
+    assert 0.65 < kept < 0.75  # 1 - 0.3, within sampling error of 10,000 draws
+    # Dropping keeps the order of the words that remain.
+    assert all(sorted(t.split(), key=words.index) == t.split() for t in dropped)
+    replaced = list(augment_texts([text, "x y"], AugmentConfig(
+        copies=100, drop_prob=0.0, replace_prob=0.5, window_prob=0.0), 0))
+    # Replacements come from the texts' own words: "x" and "y" appear inside the long text.
+    assert any("x" in t.split()[:50] or "y" in t.split()[:50] for t in replaced[::2])
+    windows = list(augment_texts([text], AugmentConfig(copies=300, drop_prob=0.0,
+                                                       replace_prob=0.0, window_prob=1.0,
+                                                       window_min=2, window_max=4), 0))
+    sizes = {len(t.split()) for t in windows}
+    assert sizes == {2, 3, 4}
+    assert all(t in text for t in windows)  # consecutive words
+
+
+def test_copies_join_the_pool_deduplicated_and_counted(config_dict):
+    config_dict["data"]["augment"] = {"copies": 3}
+    cfg = config_from_dict(config_dict)
+    labeled = load_labeled(cfg)
+    stats = PoolStats()
+    pool = list(iter_pool(cfg, labeled, stats))
+    aug = stats.sources[-1]
+    assert aug.key == "data.augment" and aug.read == 3 * len(labeled.train.texts)
+    assert len(pool) == len(set(pool))
+    assert not set(pool) & set(labeled.train.texts)
+    plain = list(iter_pool(config_from_dict({**config_dict, "data": {
+        **config_dict["data"], "augment": {"copies": 0}}}), labeled, PoolStats()))
+    assert pool[:len(plain)] == plain and len(pool) - len(plain) == aug.kept
+
+
+def test_bad_augment_settings_are_reported(config_dict):
+    config_dict["data"]["augment"] = {"copies": -1, "drop_prob": 0.7, "replace_prob": 0.5,
+                                      "window_min": 4, "window_max": 2}
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(config_dict)
+    text = str(err.value)
+    assert "data.augment.copies" in text
+    assert "drop_prob + replace_prob" in text
+    assert "data.augment.window_max" in text

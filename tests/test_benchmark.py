@@ -1,0 +1,160 @@
+"""The benchmark's own code on tiny data: baselines train, figures add up, tables render."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import student_section, teacher_config
+from typer.testing import CliRunner
+
+from sparse_distill.benchmark import (
+    DatasetResult,
+    ModelResult,
+    fasttext_text,
+    render_results,
+    targets,
+    throughput,
+    train_fasttext,
+    train_tfidf_lr,
+)
+from sparse_distill.cli import app
+from sparse_distill.data import LabeledData, SourceStats, Split
+
+
+def _split(name: str, n: int, offset: int) -> Split:
+    # Separable by one word, with a shared filler word: any working classifier gets it right.
+    texts, labels = [], []
+    for i in range(n):
+        good = (i + offset) % 2 == 0
+        texts.append(f"item {i + offset} was {'excellent' if good else 'awful'} overall")
+        labels.append("pos" if good else "neg")
+    return Split(name=name, texts=texts, labels=labels, stats=SourceStats(name, "", "jsonl"))
+
+
+@pytest.fixture
+def separable() -> LabeledData:
+    return LabeledData(train=_split("train", 60, 0), dev=_split("dev", 20, 100),
+                       test=_split("test", 20, 200), labels=["neg", "pos"])
+
+
+def test_tfidf_lr_learns_and_reports_its_choice(separable):
+    predict, dev_acc, settings = train_tfidf_lr(separable, seed=0)
+    assert dev_acc == 1.0
+    assert predict(separable.test.texts) == separable.test.labels
+    assert settings.startswith("word 1-") and "C=" in settings
+
+
+def test_fasttext_learns_and_reports_its_choice(separable, tmp_path):
+    predict, dev_acc, settings = train_fasttext(separable, seed=0, workdir=tmp_path)
+    assert dev_acc == 1.0
+    assert predict(separable.test.texts) == separable.test.labels
+    assert "wordNgrams=" in settings
+
+
+def test_fasttext_preprocessing_splits_punctuation_and_lowercases():
+    assert fasttext_text("Great, GREAT film!\nReally.") == "great , great film ! really ."
+
+
+def test_throughput_picks_the_fastest_batch_size():
+    calls: list[int] = []
+
+    def predict(batch: list[str]) -> list[str]:
+        calls.append(len(batch))
+        # A fixed cost per call: larger batches are faster per text.
+        sum(range(20_000))
+        return ["x"] * len(batch)
+
+    rate, bs = throughput(predict, ["t"] * 64, [1, 64], repeats=1)
+    assert bs == 64 and rate > 0
+    assert 1 in calls and 64 in calls
+
+
+def _result(student: float, scratch: float, fasttext: float, tfidf: float) -> DatasetResult:
+    def m(name: str, acc: float, rate: float) -> ModelResult:
+        return ModelResult(name, acc, acc, rate, 32, "s")
+
+    return DatasetResult(
+        name="toy", config="configs/toy.yaml", n={"train": 10, "dev": 5, "test": 5}, labels=2,
+        models=[m("teacher", 0.90, 100.0), m("student (KD)", student, 10_000.0),
+                m("DAN from scratch (gold only)", scratch, 10_000.0),
+                m("TF-IDF + logistic regression", tfidf, 20_000.0),
+                m("fastText supervised", fasttext, 50_000.0)],
+        profile={"ngram_extraction": 0.06, "vocabulary_lookup": 0.02, "tensors": 0.005,
+                 "model": 0.01, "other": 0.005, "total": 0.1},
+        profile_batch_size=128, pipeline_s=60.0, baselines_s=30.0,
+        extra={"pool": 1000, "best_student": "student (KD)"})
+
+
+def test_targets_compare_the_best_student_with_each_reference():
+    met = {what: ok for what, ok, _ in targets(_result(0.88, 0.85, 0.87, 0.88))}
+    assert met == {"student >= 0.97 x teacher": True,  # 0.88 / 0.90 = 0.978
+                   "student >= DAN from scratch + 2 points": True,  # +3
+                   "student >= fastText supervised": True,
+                   "student >= TF-IDF + logistic regression": True}
+    missed = targets(_result(0.86, 0.85, 0.87, 0.80))
+    assert [ok for _, ok, _ in missed] == [False, False, False, True]
+    assert missed[0][2] == "retention 0.956" and missed[1][2] == "+1.0 points"
+    assert missed[2][2] == "-1.0 points"
+
+
+def test_results_render_every_row_target_and_profile_part():
+    text = render_results([_result(0.88, 0.85, 0.87, 0.88)], "sdistill benchmark configs/toy.yaml",
+                          "2026-01-01 00:00 UTC", "a CPU", "abc1234")
+    assert text.startswith("# Benchmark results")
+    assert "`sdistill benchmark configs/toy.yaml` at commit `abc1234`" in text
+    assert "| student (KD) (best student by dev) | 0.8800 | 0.8800 | 0.978 | 10,000 | 32 | " \
+           "100.0x |" in text
+    assert "| fastText supervised | 0.8700 |" in text and "500.0x" in text
+    assert "| student >= 0.97 x teacher | yes | retention 0.978 |" in text
+    assert "| ngram extraction | 60.0 | 60% |" in text
+    assert "| total | 100.0 | |" in text
+
+
+def test_benchmark_command_end_to_end(config_dict, tiny_classifier, write_config, tmp_path):
+    data = teacher_config(config_dict, tiny_classifier, finetune=False)
+    data["student"] = student_section()
+    data["eval"] = {"speed_texts": 6, "batch_sizes": [2, 4], "repeats": 1}
+    out = tmp_path / "bench" / "RESULTS.md"
+    result = CliRunner().invoke(app, ["benchmark", str(write_config(data)), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    figures = json.loads(out.with_suffix(".json").read_text())
+    (dataset,) = figures["datasets"]
+    names = [m["name"] for m in dataset["models"]]
+    assert names == ["teacher", "student (KD)", "student (KD+FT)",
+                     "DAN from scratch (gold only)", "TF-IDF + logistic regression",
+                     "fastText supervised"]
+    eval_metrics = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
+    by_name = {m["name"]: m for m in dataset["models"]}
+    # The same models, measured again in the benchmark's process, agree with eval's accuracy.
+    test = eval_metrics["splits"]["test"]
+    assert by_name["teacher"]["test_accuracy"] == pytest.approx(test["teacher"]["accuracy"])
+    assert by_name["student (KD)"]["test_accuracy"] == pytest.approx(
+        test["student_kd"]["accuracy"])
+    assert by_name["student (KD+FT)"]["test_accuracy"] == pytest.approx(
+        test["student"]["accuracy"])
+    for m in dataset["models"]:
+        assert 0.0 <= m["test_accuracy"] <= 1.0 and m["texts_per_s"] > 0
+        assert m["batch_size"] in (2, 4)
+        assert f"| {m['name']}" in text
+    profile = dataset["profile"]
+    assert profile["total"] > 0 and all(v >= 0 for v in profile.values())
+    assert "| target | met | margin |" in text and "ms per 1,000 texts" in text
+    assert "replaced" not in result.output and "wrote" in result.output
+    again = CliRunner().invoke(app, ["benchmark", str(write_config(data)), "-o", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "replaced" in again.output
+
+
+def test_benchmark_needs_dev_and_test(config_dict, tiny_classifier, write_config, tmp_path):
+    data = teacher_config(config_dict, tiny_classifier, finetune=False)
+    data["student"] = student_section()
+    del data["data"]["test"]
+    data["eval"] = {"splits": ["dev"]}
+    out = tmp_path / "RESULTS.md"
+    result = CliRunner().invoke(app, ["benchmark", str(write_config(data)), "-o", str(out)])
+    assert result.exit_code == 1
+    assert "data.test" in result.output
+    assert not out.exists() and not Path(str(out.with_suffix(".json"))).exists()
