@@ -1,20 +1,14 @@
 """`sdistill benchmark`: the pipeline against real baselines, written up as one Markdown file.
 
 For each config: run the pipeline (stages that are up to date are skipped), then, in this one
-process, train the baselines on the same train/dev split and measure every model the same way:
-test and dev accuracy, and end-to-end CPU throughput (raw text in, label out) on the same test
-texts, at each model's fastest batch size. Baselines, each tuned on dev:
-
-- a DAN of the student's architecture trained from scratch on the gold labels only, on a
-  vocabulary of the training texts (what one would build without a teacher or a pool);
-- TF-IDF + logistic regression (scikit-learn);
-- fastText supervised (the `fasttext-numpy2-wheel` package: `pip install -e .[bench]`).
+process, train the baselines (sparse_distill.baselines) on the same train/dev split and measure
+every model the same way: test and dev accuracy, and end-to-end CPU throughput (raw text in,
+label out) on the same test texts, at each model's fastest batch size.
 """
 
 from __future__ import annotations
 
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -24,16 +18,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from .baselines import Predict, accuracy, train_dan_scratch, train_fasttext, train_tfidf_lr
 from .config import Config, as_config
-from .data import LabeledData, load_labeled
+from .data import load_labeled
 from .errors import SDistillError
 from .evaluation import median_rate
 from .progress import Reporter
 from .rundir import atomic_write_json, atomic_write_text
-from .vocab import Bag, Featurizer, count_ngrams, select_vocabulary
+from .vocab import Bag
 
 
 @dataclass
@@ -64,14 +58,6 @@ class DatasetResult:
         return next(m for m in self.models if m.name == name)
 
 
-Predict = Callable[[list[str]], Sequence[str]]
-
-
-def accuracy(predict: Predict, texts: list[str], gold: list[str]) -> float:
-    pred = predict(texts)
-    return float(np.mean(np.asarray(pred, dtype=object) == np.asarray(gold, dtype=object)))
-
-
 def throughput(predict: Predict, texts: list[str], batch_sizes: Sequence[int], repeats: int
                ) -> tuple[float, int]:
     """(texts/s, batch size) end to end at the fastest of `batch_sizes`: median of `repeats`."""
@@ -84,156 +70,6 @@ def throughput(predict: Predict, texts: list[str], batch_sizes: Sequence[int], r
         if rate > best[0]:
             best = (rate, bs)
     return best
-
-
-# ---------------------------------------------------------------------------------------------
-# Baselines
-
-
-def train_tfidf_lr(data: LabeledData, seed: int) -> tuple[Predict, float, str]:
-    """TF-IDF (sublinear tf) + logistic regression; n-gram range and C picked on dev."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-
-    assert data.dev is not None
-    best: tuple[float, Any, Any, str] = (-1.0, None, None, "")
-    for n in (1, 2, 3):
-        vec = TfidfVectorizer(ngram_range=(1, n), sublinear_tf=True)
-        x_train = vec.fit_transform(data.train.texts)
-        x_dev = vec.transform(data.dev.texts)
-        for c in (1.0, 10.0, 100.0):
-            clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-            clf.fit(x_train, data.train.labels)
-            acc = float(np.mean(clf.predict(x_dev) == np.asarray(data.dev.labels)))
-            if acc > best[0]:
-                best = (acc, vec, clf, f"word 1-{n}-grams, C={c:g}")
-    _, vec, clf, settings = best
-
-    def predict(texts: list[str]) -> list[str]:
-        return clf.predict(vec.transform(texts)).tolist()
-
-    return predict, best[0], settings
-
-
-_FT_TOKEN = re.compile(r"\w+|[^\w\s]")
-
-
-def fasttext_text(text: str) -> str:
-    """fastText's usual preprocessing: lower case, punctuation split off, one line."""
-    return " ".join(_FT_TOKEN.findall(text.lower()))
-
-
-def train_fasttext(data: LabeledData, seed: int, workdir: Path) -> tuple[Predict, float, str]:
-    """fastText supervised; word n-grams 2-4, epochs and learning rate picked on dev.
-
-    The grid trains in a fresh process: fastText's training reads memory it never wrote, and in
-    a process whose heap holds freed data (after the student's training, with glibc set to
-    reuse freed memory) it measured NaN on 4-12 of the 12 settings; in a fresh process, on none.
-    One thread, so that a run repeats exactly (fastText's Hogwild training with several threads
-    does not).
-    """
-    import multiprocessing
-
-    try:
-        import fasttext
-    except ImportError:
-        raise SDistillError("benchmark: fastText is not installed; pip install "
-                            "fasttext-numpy2-wheel (or: pip install -e .[bench])") from None
-    assert data.dev is not None
-    labels = sorted(set(data.train.labels))
-    index = {lab: i for i, lab in enumerate(labels)}
-    train_path = workdir / "fasttext.train.txt"
-    train_path.write_text("".join(
-        f"__label__{index[lab]} {fasttext_text(t)}\n"
-        for t, lab in zip(data.train.texts, data.train.labels, strict=True)), encoding="utf-8")
-    model_path = workdir / "fasttext.bin"
-    dev_ids = [index.get(lab, -1) for lab in data.dev.labels]
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        dev_acc, settings = pool.apply(_fasttext_grid, (str(train_path), data.dev.texts, dev_ids,
-                                                        seed, str(model_path)))
-    if not settings:
-        raise SDistillError("benchmark: every fastText setting diverged (NaN) on this data")
-    model = fasttext.load_model(str(model_path))
-
-    def predict(texts: list[str]) -> list[str]:
-        out, _ = model.predict([fasttext_text(t) for t in texts], k=1)
-        return [labels[int(o[0][len("__label__"):])] for o in out]
-
-    return predict, dev_acc, settings
-
-
-def _fasttext_grid(train_path: str, dev_texts: list[str], dev_ids: list[int], seed: int,
-                   model_path: str) -> tuple[float, str]:
-    """Train the grid, save the best model by dev accuracy; (its dev accuracy, its settings)."""
-    import fasttext
-
-    dev = [fasttext_text(t) for t in dev_texts]
-    gold = np.asarray(dev_ids)
-    best: tuple[float, str] = (-1.0, "")
-    for ngrams in (2, 3, 4):
-        for epoch in (5, 25):
-            for lr in (0.25, 1.0):
-                try:
-                    model = fasttext.train_supervised(
-                        input=train_path, wordNgrams=ngrams, epoch=epoch, lr=lr, dim=100,
-                        thread=1, seed=seed, verbose=0)
-                except RuntimeError as exc:  # "Encountered NaN.": diverged at this lr
-                    if "NaN" not in str(exc):
-                        raise
-                    continue
-                pred = np.asarray([int(o[0][len("__label__"):])
-                                   for o in model.predict(dev, k=1)[0]])
-                acc = float(np.mean(pred == gold))
-                if acc > best[0]:
-                    best = (acc, f"wordNgrams={ngrams}, epoch={epoch}, lr={lr:g}, dim=100")
-                    model.save_model(model_path)
-    return best
-
-
-def train_dan_scratch(cfg: Config, data: LabeledData, workdir: Path, report: Reporter
-                      ) -> tuple[Predict, float, str, Any]:
-    """The student's architecture trained on the gold labels only; lr picked on dev.
-
-    The vocabulary is the training texts' own (same n-gram range and cap): n-grams seen only in
-    an unlabelled pool would keep their random embeddings and add noise.
-    """
-    from .student import Corpus, PhaseTrainer, SparseDAN, Student, run_phase
-
-    assert data.dev is not None
-    s = cfg.student
-    vocab = select_vocabulary(count_ngrams(data.train.texts, cfg.vocab), cfg.vocab)
-    featurizer = Featurizer(vocab)
-    bag = featurizer(data.train.texts)
-    corpus = Corpus(bag.ids, bag.offsets, bag.weights)
-    label_id = {lab: i for i, lab in enumerate(data.labels)}
-    gold = np.asarray([label_id[x] for x in data.train.labels], dtype=np.int64)
-    dev = (featurizer(data.dev.texts), np.asarray([label_id[x] for x in data.dev.labels]))
-    bs = s.finetune.batch_size
-    per_epoch = max(1, len(gold) // bs)
-    epochs = 20
-    best: tuple[float, dict[str, torch.Tensor] | None, str] = (-1.0, None, "")
-    for lr in (1e-3, 3e-4):
-        torch.manual_seed(cfg.run.seed)
-        model = SparseDAN(len(vocab), len(data.labels), s.embedding_dim, s.hidden_dims,
-                          s.pooling, s.activation, s.dropout)
-        work = workdir / f"dan-{lr:g}"
-        work.mkdir(parents=True, exist_ok=True)
-        trainer = PhaseTrainer(model, s, lr, epochs * per_epoch, 0, "constant",
-                               torch.device("cpu"), work, "scratch")
-        state = run_phase(trainer, corpus, None, gold, len(gold), dev, epochs * per_epoch, bs,
-                          per_epoch, 3, 1.0, 0.0, cfg.run.seed, work / "log.jsonl", report)
-        if state["best"] > best[0]:
-            from safetensors.torch import load_file
-
-            best = (state["best"], load_file(str(trainer.best_path)),
-                    f"lr={lr:g}, batch {bs}, best of {state['step'] // per_epoch} epochs "
-                    f"at epoch {state['best_step'] // per_epoch}, |V|={len(vocab):,}")
-    model = SparseDAN(len(vocab), len(data.labels), s.embedding_dim, s.hidden_dims, s.pooling,
-                      s.activation, 0.0)
-    assert best[1] is not None
-    model.load_state_dict(best[1])
-    student = Student(model, vocab, data.labels, s.pooling)
-    return student.predict, best[0], best[2], student
 
 
 # ---------------------------------------------------------------------------------------------
