@@ -52,6 +52,9 @@ class DatasetResult:
     profile_batch_size: int
     pipeline_s: float
     baselines_s: float
+    # Each stage's own time, from its manifest (measured when it ran; this run may have skipped
+    # it as up to date).
+    stage_s: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def model(self, name: str) -> ModelResult:
@@ -217,6 +220,8 @@ def benchmark_config(cfg: Config | str | Path, report: Reporter | None = None,
         labels=len(data.labels), models=models, profile=profile,
         profile_batch_size=best_student.batch_size, pipeline_s=pipeline_s,
         baselines_s=baselines_s,
+        stage_s={stage: r.manifest.get("timings", {}).get("total_s", 0.0)
+                 for stage, r in results.items()},
         extra={"pool": results["teacher"].manifest.get("counts", {}).get("pool", {}).get("kept"),
                "best_student": best_student.name})
 
@@ -268,14 +273,30 @@ def render_results(datasets: list[DatasetResult], command: str, when: str, host:
              "Throughput is end to end on CPU (raw text in, label out) over the first "
              "test texts, at each model's fastest batch size, median of repeated runs, all "
              "measured in the one process. Retention and speedup are against the teacher.", ""]
+    lines += ["## Summary (test accuracy; the student is the best of KD / KD+FT by dev)", "",
+              "| data set | teacher | student | retention | DAN scratch | TF-IDF + LR | fastText "
+              "| student texts/s | teacher texts/s | speedup |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for d in datasets:
+        teacher, student = d.model("teacher"), d.model(d.extra["best_student"])
+        others = [d.model(n).test_accuracy for n in ("DAN from scratch (gold only)",
+                                                     "TF-IDF + logistic regression",
+                                                     "fastText supervised")]
+        lines.append(f"| {d.name} | {teacher.test_accuracy:.4f} | {student.test_accuracy:.4f} | "
+                     f"{student.test_accuracy / teacher.test_accuracy:.3f} | "
+                     + " | ".join(f"{a:.4f}" for a in others)
+                     + f" | {student.texts_per_s:,.0f} | {teacher.texts_per_s:,.0f} | "
+                     f"{student.texts_per_s / teacher.texts_per_s:,.1f}x |")
+    lines.append("")
     for d in datasets:
         teacher = d.model("teacher")
         lines += [f"## {d.name}", "",
                   f"{d.labels} classes; train {d.n.get('train', 0):,}, dev {d.n.get('dev', 0):,}, "
                   f"test {d.n.get('test', 0):,}; unlabelled pool after de-duplication "
-                  f"{d.extra.get('pool') or 0:,} texts. Config `{d.config}`. Pipeline "
-                  f"{d.pipeline_s / 60:.1f} min (stages up to date are skipped), baselines "
-                  f"{d.baselines_s / 60:.1f} min.", "",
+                  f"{d.extra.get('pool') or 0:,} texts. Config `{d.config}`. Stage times "
+                  "(each from its manifest): "
+                  + ", ".join(f"{k} {v / 60:.1f} min" for k, v in d.stage_s.items())
+                  + f"; baselines {d.baselines_s / 60:.1f} min.", "",
                   "| model | test acc | dev acc | retention | texts/s | batch | speedup | "
                   "settings |", "|---|---|---|---|---|---|---|---|"]
         for m in d.models:
