@@ -27,8 +27,10 @@ from .vocab import Featurizer, count_ngrams, select_vocabulary
 Predict = Callable[[list[str]], Sequence[str]]
 
 
-def accuracy(predict: Predict, texts: list[str], gold: list[str]) -> float:
-    pred = predict(texts)
+def accuracy(predict: Predict, texts: list[str], gold: list[str], batch_size: int = 256
+             ) -> float:
+    """Accuracy of `predict`, called on batches (a transformer must not get 7,500 texts at once)."""
+    pred = [p for i in range(0, len(texts), batch_size) for p in predict(texts[i:i + batch_size])]
     return float(np.mean(np.asarray(pred, dtype=object) == np.asarray(gold, dtype=object)))
 
 
