@@ -24,7 +24,7 @@ from .baselines import Predict, accuracy, train_dan_scratch, train_fasttext, tra
 from .config import Config, as_config
 from .data import load_labeled
 from .errors import SDistillError
-from .evaluation import median_rate
+from .evaluation import load_teacher, median_rate
 from .progress import Reporter
 from .rundir import atomic_write_json, atomic_write_text
 from .vocab import Bag
@@ -119,16 +119,7 @@ def benchmark_config(cfg: Config | str | Path, report: Reporter | None = None,
     """Run the pipeline for `cfg`, train the baselines, measure every model on its test split."""
     from .pipeline import run_all
     from .student import Student
-    from .teacher import (
-        label_order,
-        load_classifier,
-        load_tokenizer,
-        model_labels,
-        model_source,
-        predict_logits,
-        resolve_precision,
-        runtime,
-    )
+    from .teacher import predict_logits, resolve_precision, runtime
 
     cfg = as_config(cfg)
     check_benchmarkable(cfg)
@@ -156,13 +147,9 @@ def benchmark_config(cfg: Config | str | Path, report: Reporter | None = None,
 
     # The teacher in the setting the pipeline uses (bf16 where the CPU has it: same accuracy).
     t = cfg.teacher
-    manifest = results["teacher"].manifest
-    source = str(run_dir / "teacher" / "model") if manifest["teacher"]["finetuned"] \
-        else model_source(t.model)
-    tokenizer = load_tokenizer(source, t.trust_remote_code)
+    teacher_model, tokenizer, columns = load_teacher(cfg, results["teacher"].manifest)
     rt = runtime(cfg.run.device)
-    teacher_model = load_classifier(source, None, t.trust_remote_code).to(rt.device)
-    columns = label_order(model_labels(teacher_model), data.labels, t.label_map)
+    teacher_model.to(rt.device)
     precision = resolve_precision(t.precision, rt.device)
 
     def teacher(batch: list[str]) -> list[str]:

@@ -74,7 +74,8 @@ def median_rate(run: Callable[[], Any], n: int, repeats: int) -> float:
     return n / statistics.median(times)
 
 
-def _teacher(cfg: Config, manifest: dict[str, Any]) -> tuple[Any, Any, np.ndarray]:
+def load_teacher(cfg: Config, manifest: dict[str, Any]) -> tuple[Any, Any, np.ndarray]:
+    """The teacher stage's classifier, its tokenizer and the logit columns in label order."""
     info = manifest["teacher"]
     source = str(cfg.run_dir() / "teacher" / "model") if info["finetuned"] \
         else model_source(info["source"])
@@ -103,7 +104,7 @@ def evaluate(cfg: Config | str | Path, *, force: bool = False,
         raise DataError(f"eval.splits: none of {cfg.eval.splits} is configured under data; "
                         "add data.dev / data.test or change eval.splits")
     t = cfg.teacher
-    model, tokenizer, columns = _teacher(cfg, teacher_manifest)
+    model, tokenizer, columns = load_teacher(cfg, teacher_manifest)
     model.to(rt.device)
     precision = resolve_precision(t.precision, rt.device)
     student_dir = cfg.run_dir() / "student"
