@@ -220,6 +220,10 @@ class Config:
     def section_hash(self, *sections: str) -> str:
         """sha256 of the named sections (canonical JSON): what a stage's output depends on."""
         payload = {name: dataclasses.asdict(getattr(self, name)) for name in sections}
+        # Without copies the augmentation settings change nothing: leaving them out keeps runs
+        # made before data.augment existed up to date.
+        if "data" in payload and self.data.augment.copies == 0:
+            del payload["data"]["augment"]
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -73,3 +73,15 @@ def test_bad_augment_settings_are_reported(config_dict):
     assert "data.augment.copies" in text
     assert "drop_prob + replace_prob" in text
     assert "data.augment.window_max" in text
+
+
+def test_augment_settings_count_in_the_data_hash_only_with_copies(config_dict):
+    def data_hash(augment: dict) -> str:
+        return config_from_dict({**config_dict, "data": {**config_dict["data"],
+                                                         "augment": augment}}
+                                ).section_hash("data")
+
+    without = config_from_dict(config_dict).section_hash("data")
+    assert data_hash({"copies": 0, "drop_prob": 0.5}) == without
+    assert data_hash({"copies": 2}) != without
+    assert data_hash({"copies": 2, "drop_prob": 0.5}) != data_hash({"copies": 2})
