@@ -314,16 +314,18 @@ def benchmark(configs: Sequence[str | Path | Config], out: str | Path, command: 
     cfgs = [as_config(c) for c in configs]  # every config is checked before any work
     for cfg in cfgs:
         check_benchmarkable(cfg)
-    results = []
+    results: list[DatasetResult] = []
+    commit = git_commit()
+    out.parent.mkdir(parents=True, exist_ok=True)
     for cfg in cfgs:
         results.append(benchmark_config(cfg, report, on_step))
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    text = render_results(results, command or " ".join(sys.argv), when, machine(), git_commit())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, text)
-    atomic_write_json(out.with_suffix(".json"), {
-        "date": when, "machine": machine(), "command": command,
-        "datasets": [asdict(d) for d in results]})
+        # Written after every data set: a long run that stops keeps what it finished.
+        when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        text = render_results(results, command or " ".join(sys.argv), when, machine(), commit)
+        atomic_write_text(out, text)
+        atomic_write_json(out.with_suffix(".json"), {
+            "date": when, "machine": machine(), "command": command, "commit": commit,
+            "datasets": [asdict(d) for d in results]})
     return results
 
 
