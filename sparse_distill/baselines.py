@@ -35,22 +35,32 @@ def accuracy(predict: Predict, texts: list[str], gold: list[str], batch_size: in
 
 
 def train_tfidf_lr(data: LabeledData, seed: int) -> tuple[Predict, float, str]:
-    """TF-IDF (sublinear tf) + logistic regression; n-gram range and C picked on dev."""
+    """TF-IDF (sublinear tf) + logistic regression; n-gram range and C picked on dev.
+
+    C climbs a path and each fit starts from the previous solution (warm start): the optimum is
+    the same, but lbfgs needs far fewer iterations at large C, which on long documents
+    (20 Newsgroups' 1-3-grams) is most of the grid's time.
+    """
+    import copy
+
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
     assert data.dev is not None
+    gold_dev = np.asarray(data.dev.labels)
     best: tuple[float, Any, Any, str] = (-1.0, None, None, "")
     for n in (1, 2, 3):
         vec = TfidfVectorizer(ngram_range=(1, n), sublinear_tf=True)
         x_train = vec.fit_transform(data.train.texts)
         x_dev = vec.transform(data.dev.texts)
-        for c in (1.0, 10.0, 100.0):
-            clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+        clf = LogisticRegression(max_iter=2000, random_state=seed, warm_start=True)
+        for c in (1.0, 10.0, 100.0, 1000.0):
+            clf.set_params(C=c)
             clf.fit(x_train, data.train.labels)
-            acc = float(np.mean(clf.predict(x_dev) == np.asarray(data.dev.labels)))
+            acc = float(np.mean(clf.predict(x_dev) == gold_dev))
             if acc > best[0]:
-                best = (acc, vec, clf, f"word 1-{n}-grams, C={c:g}")
+                # the next C refits clf in place; keep this one as it is
+                best = (acc, vec, copy.deepcopy(clf), f"word 1-{n}-grams, C={c:g}")
     _, vec, clf, settings = best
 
     def predict(texts: list[str]) -> list[str]:
