@@ -162,7 +162,7 @@ def test_benchmark_needs_dev_and_test(config_dict, tiny_classifier, write_config
 @pytest.mark.slow
 def test_benchmark_on_real_trec(tmp_path):
     """Real TREC-6 and the real MiniLM teacher, cut down to ~5 minutes on 2 CPU cores (no
-    general pool, 5 copies a question, 1 teacher epoch): every model beats chance by far, and
+    general pool, 5 copies a question, 2 teacher epochs): every model beats chance by far, and
     the distilled student beats the same DAN trained on the gold labels alone."""
     from sparse_distill.assets import fetch
     from sparse_distill.benchmark import benchmark
