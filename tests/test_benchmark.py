@@ -161,19 +161,26 @@ def test_benchmark_needs_dev_and_test(config_dict, tiny_classifier, write_config
 
 @pytest.mark.slow
 def test_benchmark_on_real_trec(tmp_path):
-    """Real TREC-6 and the real MiniLM teacher, cut down to ~5 minutes on 2 CPU cores (no
-    general pool, 5 copies a question, 2 teacher epochs): every model beats chance by far, and
-    the distilled student beats the same DAN trained on the gold labels alone."""
+    """Real TREC-6 and the real MiniLM teacher, cut down to ~12 minutes on 2 CPU cores (the
+    first 50,000 general-English pool sentences, 20 copies a question, 2 teacher epochs, 1,500 KD
+    steps): every model beats chance by far, and the distilled student beats the same DAN
+    trained on the gold labels alone. (With no general pool, 5 copies and 600 steps it did not:
+    KD 0.864 against 0.868.)"""
+    import itertools
+
     from sparse_distill.assets import fetch
     from sparse_distill.benchmark import benchmark
     from sparse_distill.config import default_cache_dir, load_config
 
     cache = default_cache_dir()
-    for name in ("trec", "minilm"):
+    for name in ("trec", "pool-general", "minilm"):
         fetch(name, cache)
+    pool = tmp_path / "pool.txt"
+    with (cache / "data" / "pool-general" / "pool.txt").open(encoding="utf-8") as f:
+        pool.write_text("".join(itertools.islice(f, 50_000)), encoding="utf-8")
     cfg = load_config(Path(__file__).parents[1] / "configs" / "trec.yaml", [
-        f"run.dir={tmp_path / 'run'}", "data.unlabeled=[]", "data.augment.copies=5",
-        "teacher.epochs=2", "student.distill.steps=600", "student.distill.eval_every=200",
+        f"run.dir={tmp_path / 'trec'}", f"data.unlabeled=[{{path: {pool}}}]",
+        "teacher.epochs=2", "student.distill.steps=1500", "student.distill.eval_every=250",
         "eval.speed_texts=500"])
     (d,) = benchmark([cfg], tmp_path / "RESULTS.md", command="test")
     acc = {m.name: m.test_accuracy for m in d.models}
