@@ -39,7 +39,9 @@ def train_tfidf_lr(data: LabeledData, seed: int) -> tuple[Predict, float, str]:
 
     C climbs a path and each fit starts from the previous solution (warm start): the optimum is
     the same, but lbfgs needs far fewer iterations at large C, which on long documents
-    (20 Newsgroups' 1-3-grams) is most of the grid's time.
+    (20 Newsgroups' 1-3-grams) is most of the grid's time: 2.1x less in all there
+    (scripts/bench_tfidf_grid.py). lbfgs stops within its tolerance at a slightly different
+    point, so a pick can differ from cold fits by a few dev texts.
     """
     import copy
 
