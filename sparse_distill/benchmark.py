@@ -280,7 +280,9 @@ def render_results(datasets: list[DatasetResult], command: str, when: str, host:
         lines += [f"## {d.name}", "",
                   f"{d.labels} classes; train {d.n.get('train', 0):,}, dev {d.n.get('dev', 0):,}, "
                   f"test {d.n.get('test', 0):,}; unlabelled pool after de-duplication "
-                  f"{d.extra.get('pool') or 0:,} texts. Config `{d.config}`. Stage times "
+                  f"{d.extra.get('pool') or 0:,} texts. "
+                  # a config built in Python has no file to name
+                  + (f"Config `{d.config}`. " if d.config else "") + "Stage times "
                   "(each from its manifest): "
                   + ", ".join(f"{k} {v / 60:.1f} min" for k, v in d.stage_s.items())
                   + f"; baselines {d.baselines_s / 60:.1f} min.", "",
