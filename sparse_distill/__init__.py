@@ -10,7 +10,8 @@ from .assets import fetch
 from .config import Config, load_config
 from .data import LabeledData, load_labeled
 from .errors import ConfigError, DataError, FetchError, SDistillError, StageError
-from .vocab import Bag, Featurizer, Vocabulary, build_vocab
+from .featurize import Bag, Featurizer, Vocabulary
+from .vocab import build_vocab
 
 # The stages that need torch and transformers are imported on first use, so that the CLI and the
 # light stages start fast.

@@ -3,7 +3,9 @@ raw texts in, labels out.
 
 - a DAN of the student's architecture trained from scratch on the gold labels only;
 - TF-IDF + logistic regression (scikit-learn);
-- fastText supervised (the `fasttext-numpy2-wheel` package: `pip install -e .[bench]`).
+- fastText supervised (the `fasttext-numpy2-wheel` package: `pip install -e .[bench]`);
+- model2vec: static embeddings distilled from the teacher's own pretrained encoder, with a
+  classifier fine-tuned on train (`model2vec[train]`: `pip install -e .[bench]`).
 
 Light to import (torch loads only for the DAN): fastText's grid runs in a spawned process that
 imports this module.
@@ -21,8 +23,9 @@ import numpy as np
 from .config import Config
 from .data import LabeledData
 from .errors import SDistillError
+from .featurize import Featurizer
 from .progress import Reporter
-from .vocab import Featurizer, count_ngrams, select_vocabulary
+from .vocab import count_ngrams, select_vocabulary
 
 Predict = Callable[[list[str]], Sequence[str]]
 
@@ -144,6 +147,33 @@ def _fasttext_grid(train_path: str, dev_texts: list[str], dev_ids: list[int], se
                     best = (acc, f"wordNgrams={ngrams}, epoch={epoch}, lr={lr:g}, dim=100")
                     model.save_model(model_path)
     return best
+
+
+def train_model2vec(data: LabeledData, encoder: str, seed: int, pca_dims: int = 256
+                    ) -> tuple[Predict, float, str]:
+    """model2vec, the peer for fast classification from a transformer: distil static token
+    embeddings from `encoder` (the teacher's pretrained encoder, a local folder), fine-tune
+    model2vec's classifier (embeddings + MLP head) on train with dev for early stopping, and
+    predict with its numpy inference pipeline (`to_pipeline`), as its users deploy it."""
+    try:
+        from model2vec.distill import distill
+        from model2vec.train import StaticModelForClassification
+    except ImportError:
+        raise SDistillError("benchmark: model2vec is not installed; pip install "
+                            "'model2vec[train]' skeletoken (or: pip install -e .[bench])") \
+            from None
+    assert data.dev is not None
+    static = distill(model_name=encoder, pca_dims=pca_dims)
+    classifier = StaticModelForClassification.from_static_model(model=static)
+    classifier.fit(data.train.texts, data.train.labels, X_val=data.dev.texts,
+                   y_val=data.dev.labels, random_seed=seed)
+    pipeline = classifier.to_pipeline()
+
+    def predict(texts: list[str]) -> list[str]:
+        return [str(label) for label in pipeline.predict(texts)]
+
+    dev_acc = accuracy(predict, data.dev.texts, data.dev.labels)
+    return predict, dev_acc, f"distilled from {Path(encoder).name}, PCA to {pca_dims} dims"
 
 
 def train_dan_scratch(cfg: Config, data: LabeledData, workdir: Path, report: Reporter

@@ -3,11 +3,15 @@
 For each config: run the pipeline (stages that are up to date are skipped), then, in this one
 process, train the baselines (sparse_distill.baselines) on the same train/dev split and measure
 every model the same way: test and dev accuracy, and end-to-end CPU throughput (raw text in,
-label out) on the same test texts, at each model's fastest batch size.
+label out) on the same test texts, at each model's fastest batch size. The student is also
+profiled (featuriser, model, the rest) beside scikit-learn's transform on the same texts, and
+each data set gets an accuracy-against-throughput figure. What else used the CPU while models
+were timed is measured (Linux) and written down with the figures.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import tempfile
@@ -20,14 +24,20 @@ from typing import Any
 
 import torch
 
-from .baselines import Predict, accuracy, train_dan_scratch, train_fasttext, train_tfidf_lr
-from .config import Config, as_config
+from .baselines import (
+    Predict,
+    accuracy,
+    train_dan_scratch,
+    train_fasttext,
+    train_model2vec,
+    train_tfidf_lr,
+)
+from .config import Config, as_config, expand_path
 from .data import load_labeled
 from .errors import SDistillError
 from .evaluation import load_teacher, median_rate
 from .progress import Reporter
 from .rundir import atomic_write_json, atomic_write_text
-from .vocab import Bag
 
 
 @dataclass
@@ -79,24 +89,28 @@ def throughput(predict: Predict, texts: list[str], batch_sizes: Sequence[int], r
 # Where the student's time goes
 
 
+PROFILE_PARTS = {"featurize": "featurise (compiled: n-grams + lookup + counts)",
+                 "tensors": "numpy buffers -> torch tensors", "model": "model (EmbeddingBag + MLP)",
+                 "other": "other (argmax, labels, Python)"}
+
+
 def profile_student(student: Any, texts: list[str], batch_size: int, repeats: int
                     ) -> dict[str, float]:
-    """Seconds per 1,000 texts of each part of the student's end-to-end prediction."""
-    from .student import bag_tensors
-
-    analyze = student.featurizer.vocab.vectorizer().build_analyzer()
+    """Seconds per 1,000 texts of each part of the student's end-to-end prediction, and of
+    scikit-learn's `transform` (the featuriser it replaced) on the same texts."""
     chunks = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
-    bags: list[Bag] = [student.featurizer(c) for c in chunks]
-    tensors = [bag_tensors(b, student.pooling, torch.device("cpu")) for b in bags]
+    mean = student.pooling == "mean"
+    bags = [student.featurizer.bag(c, mean=mean) for c in chunks]
+    tensors = [student.tensors(c) for c in chunks]
+    vectorizer = student.featurizer.vocab.vectorizer().fit([])
     per_k = 1000 / len(texts)
 
     def timed(run: Callable[[], Any]) -> float:
         return per_k * len(texts) / median_rate(run, len(texts), repeats)
 
-    extract = timed(lambda: [[analyze(t) for t in c] for c in chunks])
-    featurize = timed(lambda: [student.featurizer(c) for c in chunks])
-    to_tensors = timed(lambda: [bag_tensors(b, student.pooling, torch.device("cpu"))
-                                for b in bags])
+    featurize = timed(lambda: [student.featurizer.bag(c, mean=mean) for c in chunks])
+    to_tensors = timed(lambda: [(torch.from_numpy(b.ids), torch.from_numpy(b.offsets),
+                                 torch.from_numpy(b.weights)) for b in bags])
 
     @torch.inference_mode()
     def forward() -> None:
@@ -105,9 +119,49 @@ def profile_student(student: Any, texts: list[str], batch_size: int, repeats: in
 
     model = timed(forward)
     total = timed(lambda: [student.predict(c) for c in chunks])
-    return {"ngram_extraction": extract, "vocabulary_lookup": max(featurize - extract, 0.0),
-            "tensors": to_tensors, "model": model,
-            "other": max(total - featurize - to_tensors - model, 0.0), "total": total}
+    sklearn = timed(lambda: [vectorizer.transform(c) for c in chunks])
+    return {"featurize": featurize, "tensors": to_tensors, "model": model,
+            "other": max(total - featurize - to_tensors - model, 0.0), "total": total,
+            "sklearn_transform": sklearn}
+
+
+def machine_busy_s() -> float | None:
+    """CPU seconds the whole machine has spent busy since boot (Linux /proc/stat), else None."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """How much of the machine other processes used while models were timed: the machine's busy
+    CPU time minus this process's own, over the wall time x the CPUs (None where unknown)."""
+
+    def __init__(self, busy: Callable[[], float | None] = machine_busy_s,
+                 own: Callable[[], float] = time.process_time,
+                 clock: Callable[[], float] = time.perf_counter, cpus: int | None = None):
+        self._busy, self._own, self._clock = busy, own, clock
+        self.cpus = cpus or os.cpu_count() or 1
+        self.others = self.wall = 0.0
+        self.known = True
+
+    def start(self) -> None:
+        self._at = (self._busy(), self._own(), self._clock())
+
+    def stop(self) -> None:
+        busy, own, wall = self._busy(), self._own(), self._clock()
+        if busy is None or self._at[0] is None:
+            self.known = False
+            return
+        self.others += max((busy - self._at[0]) - (own - self._at[1]), 0.0)
+        self.wall += wall - self._at[2]
+
+    def share(self) -> float | None:
+        if not self.known or self.wall <= 0:
+            return None
+        return min(self.others / (self.wall * self.cpus), 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,12 +191,15 @@ def benchmark_config(cfg: Config | str | Path, report: Reporter | None = None,
     batch_sizes = [b for b in cfg.eval.batch_sizes if b > 1] or [32]
     repeats = cfg.eval.repeats
     models: list[ModelResult] = []
+    load = OtherLoad()
 
     def add(name: str, predict: Predict, dev_acc: float | None, settings: str,
             train_s: float | None = None, sizes: Sequence[int] = batch_sizes) -> None:
         say(f"measuring {name}")
         test_acc = accuracy(predict, data.test.texts, data.test.labels)
+        load.start()
         rate, bs = throughput(predict, texts, sizes, repeats)
+        load.stop()
         models.append(ModelResult(name, test_acc, dev_acc, rate, bs, settings, train_s))
 
     # The teacher in the setting the pipeline uses (bf16 where the CPU has it: same accuracy).
@@ -193,14 +250,21 @@ def benchmark_config(cfg: Config | str | Path, report: Reporter | None = None,
         t0 = time.perf_counter()
         predict, dev_acc, settings = train_fasttext(data, cfg.run.seed, Path(tmp))
         add("fastText supervised", predict, dev_acc, settings, time.perf_counter() - t0)
+    say("training model2vec")
+    t0 = time.perf_counter()
+    # The teacher's own pretrained encoder: the same knowledge, distilled model2vec's way.
+    predict, dev_acc, settings = train_model2vec(data, expand_path(t.model), cfg.run.seed)
+    add("model2vec", predict, dev_acc, settings, time.perf_counter() - t0)
     baselines_s = time.perf_counter() - baseline_start
 
     # The best by dev; on a tie the simpler KD student.
     best_student = max((m for m in models if m.name in students),
                        key=lambda m: m.dev_accuracy or 0.0)
     say("profiling the student")
+    load.start()
     profile = profile_student(students[best_student.name], texts, best_student.batch_size,
                               repeats)
+    load.stop()
     return DatasetResult(
         name=Path(cfg._path).stem if getattr(cfg, "_path", None) else run_dir.name,
         config=str(getattr(cfg, "_path", "")), n={s.name: len(s.texts) for s in data.splits()},
@@ -210,7 +274,8 @@ def benchmark_config(cfg: Config | str | Path, report: Reporter | None = None,
         stage_s={stage: r.manifest.get("timings", {}).get("total_s", 0.0)
                  for stage, r in results.items()},
         extra={"pool": results["teacher"].manifest.get("counts", {}).get("pool", {}).get("kept"),
-               "best_student": best_student.name})
+               "best_student": best_student.name, "others_cpu_share": load.share(),
+               "vocab_size": len(students[best_student.name].featurizer.vocab)})
 
 
 def check_benchmarkable(cfg: Config) -> None:
@@ -234,8 +299,23 @@ def machine() -> str:
             f"{platform.python_version()}, torch {torch.__version__}, {platform.system()}")
 
 
+BASELINES = ("DAN from scratch (gold only)", "TF-IDF + logistic regression",
+             "fastText supervised", "model2vec")
+SHORT = {"DAN from scratch (gold only)": "DAN scratch", "TF-IDF + logistic regression":
+         "TF-IDF + LR", "fastText supervised": "fastText", "model2vec": "model2vec"}
+
+
+def student_speed(d: DatasetResult) -> dict[str, float]:
+    """The best student's end-to-end and model-only texts/s, and the featuriser's against
+    scikit-learn's transform (from the profile, per 1,000 texts)."""
+    p = d.profile
+    return {"e2e": d.model(d.extra["best_student"]).texts_per_s,
+            "model_only": 1000 / p["model"], "featurize": 1000 / p["featurize"],
+            "sklearn": 1000 / p["sklearn_transform"]}
+
+
 def targets(d: DatasetResult) -> list[tuple[str, bool, str]]:
-    """The issue's targets for one data set: (what, met, by how much)."""
+    """The issues' targets for one data set: (what, met, by how much)."""
     student = d.model(d.extra["best_student"])
     teacher = d.model("teacher")
     rows = [("student >= 0.97 x teacher", student.test_accuracy >= 0.97 * teacher.test_accuracy,
@@ -244,36 +324,103 @@ def targets(d: DatasetResult) -> list[tuple[str, bool, str]]:
     rows.append(("student >= DAN from scratch + 2 points",
                  student.test_accuracy >= scratch.test_accuracy + 0.02,
                  f"{100 * (student.test_accuracy - scratch.test_accuracy):+.1f} points"))
-    for name in ("fastText supervised", "TF-IDF + logistic regression"):
+    for name in BASELINES[1:]:
         other = d.model(name)
         rows.append((f"student >= {name}", student.test_accuracy >= other.test_accuracy,
                      f"{100 * (student.test_accuracy - other.test_accuracy):+.1f} points"))
+    speed = student_speed(d)
+    rows.append(("featuriser >= 10x scikit-learn's transform",
+                 speed["featurize"] >= 10 * speed["sklearn"],
+                 f"{speed['featurize'] / speed['sklearn']:.1f}x"))
+    for name in ("fastText supervised", "model2vec"):
+        rate = d.model(name).texts_per_s
+        rows.append((f"student end to end >= {SHORT[name]}'s texts/s", speed["e2e"] >= rate,
+                     f"{speed['e2e'] / rate:.2f}x"))
+    rows.append(("student end to end >= 300x the teacher",
+                 speed["e2e"] >= 300 * teacher.texts_per_s,
+                 f"{speed['e2e'] / teacher.texts_per_s:,.0f}x"))
+    rows.append(("student end to end >= 50% of its model-only throughput",
+                 speed["e2e"] >= 0.5 * speed["model_only"],
+                 f"{speed['e2e'] / speed['model_only']:.0%}"))
     return rows
 
 
+def write_figure(d: DatasetResult, path: Path) -> bool:
+    """Test accuracy against end-to-end texts/s (log x) of every model; False without
+    matplotlib (`pip install sparse-distill[plots]`)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    for m in d.models:
+        ours = m.name.startswith("student") or m.name == "teacher"
+        ax.scatter([m.texts_per_s], [m.test_accuracy], s=70 if ours else 45,
+                   marker="o" if ours else "s", zorder=3)
+        ax.annotate(f"{SHORT.get(m.name, m.name)}\n{m.texts_per_s:,.0f}/s",
+                    (m.texts_per_s, m.test_accuracy), textcoords="offset points",
+                    xytext=(7, -3), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("texts/s, end to end on CPU, each at its fastest batch size (log)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{d.name}: accuracy against throughput")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.margins(x=0.35, y=0.25)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def figure_path(out: Path, name: str) -> Path:
+    return out.with_name(f"{out.stem}-{name}.png")
+
+
 def render_results(datasets: list[DatasetResult], command: str, when: str, host: str,
-                   commit: str | None) -> str:
+                   commit: str | None, figures: dict[str, str] | None = None) -> str:
+    figures = figures or {}
     lines = ["# Benchmark results", "",
              f"- Date: {when}", f"- Machine: {host}",
              f"- Command: `{command}`" + (f" at commit `{commit}`" if commit else ""),
              "- Accuracy on each data set's test split; every model tuned or selected on dev. "
              "Throughput is end to end on CPU (raw text in, label out) over the first "
              "test texts, at each model's fastest batch size, median of repeated runs, all "
-             "measured in the one process. Retention and speedup are against the teacher.", ""]
-    lines += ["## Summary (test accuracy; the student is the best of KD / KD+FT by dev)", "",
-              "| data set | teacher | student | retention | DAN scratch | TF-IDF + LR | fastText "
-              "| student texts/s | teacher texts/s | speedup |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+             "measured in the one process. Retention and speedup are against the teacher.",
+             "- What else ran while models were timed (other processes' share of the CPUs, "
+             "from /proc/stat): " + ", ".join(
+                 f"{d.name} {d.extra['others_cpu_share']:.1%}"
+                 if d.extra.get("others_cpu_share") is not None else f"{d.name} not measured"
+                 for d in datasets) + ".", ""]
+    lines += ["## Accuracy (test; the student is the best of KD / KD+FT by dev)", "",
+              "| data set | teacher | student | retention | "
+              + " | ".join(SHORT[n] for n in BASELINES) + " |",
+              "|---|---|---|---|" + "---|" * len(BASELINES)]
     for d in datasets:
         teacher, student = d.model("teacher"), d.model(d.extra["best_student"])
-        others = [d.model(n).test_accuracy for n in ("DAN from scratch (gold only)",
-                                                     "TF-IDF + logistic regression",
-                                                     "fastText supervised")]
         lines.append(f"| {d.name} | {teacher.test_accuracy:.4f} | {student.test_accuracy:.4f} | "
                      f"{student.test_accuracy / teacher.test_accuracy:.3f} | "
-                     + " | ".join(f"{a:.4f}" for a in others)
-                     + f" | {student.texts_per_s:,.0f} | {teacher.texts_per_s:,.0f} | "
-                     f"{student.texts_per_s / teacher.texts_per_s:,.1f}x |")
+                     + " | ".join(f"{d.model(n).test_accuracy:.4f}" for n in BASELINES) + " |")
+    lines += ["", "## Speed (texts/s, end to end unless said)", "",
+              "| data set | student | student model only | student / model only | featuriser "
+              "| scikit-learn transform | featuriser / scikit-learn | fastText | model2vec "
+              "| TF-IDF + LR | teacher | student / teacher |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for d in datasets:
+        sp = student_speed(d)
+        teacher = d.model("teacher")
+        lines.append(
+            f"| {d.name} | {sp['e2e']:,.0f} | {sp['model_only']:,.0f} | "
+            f"{sp['e2e'] / sp['model_only']:.0%} | {sp['featurize']:,.0f} | {sp['sklearn']:,.0f} "
+            f"| {sp['featurize'] / sp['sklearn']:.1f}x "
+            f"| {d.model('fastText supervised').texts_per_s:,.0f} "
+            f"| {d.model('model2vec').texts_per_s:,.0f} "
+            f"| {d.model('TF-IDF + logistic regression').texts_per_s:,.0f} "
+            f"| {teacher.texts_per_s:,.0f} | {sp['e2e'] / teacher.texts_per_s:,.1f}x |")
     lines.append("")
     for d in datasets:
         teacher = d.model("teacher")
@@ -301,10 +448,13 @@ def render_results(datasets: list[DatasetResult], command: str, when: str, host:
         p = d.profile
         lines += ["", f"Where the student's end-to-end time goes (batch {d.profile_batch_size}, "
                   "ms per 1,000 texts):", "", "| part | ms | share |", "|---|---|---|"]
-        for part in ("ngram_extraction", "vocabulary_lookup", "tensors", "model", "other"):
-            lines.append(f"| {part.replace('_', ' ')} | {1000 * p[part]:.1f} | "
-                         f"{p[part] / p['total']:.0%} |")
-        lines += [f"| total | {1000 * p['total']:.1f} | |", ""]
+        for part, label in PROFILE_PARTS.items():
+            lines.append(f"| {label} | {1000 * p[part]:.1f} | {p[part] / p['total']:.0%} |")
+        lines += [f"| total | {1000 * p['total']:.1f} | |",
+                  f"| (scikit-learn's transform on the same texts, which the featuriser "
+                  f"replaces) | {1000 * p['sklearn_transform']:.1f} | |", ""]
+        if d.name in figures:
+            lines += [f"![{d.name}: accuracy against throughput]({figures[d.name]})", ""]
     return "\n".join(lines)
 
 
@@ -319,11 +469,16 @@ def benchmark(configs: Sequence[str | Path | Config], out: str | Path, command: 
     results: list[DatasetResult] = []
     commit = git_commit()
     out.parent.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, str] = {}
     for cfg in cfgs:
         results.append(benchmark_config(cfg, report, on_step))
+        d = results[-1]
+        if write_figure(d, figure_path(out, d.name)):
+            figures[d.name] = figure_path(out, d.name).name
         # Written after every data set: a long run that stops keeps what it finished.
         when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        text = render_results(results, command or " ".join(sys.argv), when, machine(), commit)
+        text = render_results(results, command or " ".join(sys.argv), when, machine(), commit,
+                              figures)
         atomic_write_text(out, text)
         atomic_write_json(out.with_suffix(".json"), {
             "date": when, "machine": machine(), "command": command, "commit": commit,

@@ -28,6 +28,7 @@ from torch import nn
 from .config import Config, StudentConfig, as_config
 from .data import load_labeled
 from .errors import DataError
+from .featurize import Bag, Featurizer, Vocabulary
 from .progress import Reporter
 from .rundir import (
     StageResult,
@@ -41,7 +42,6 @@ from .rundir import (
     write_resolved_config,
 )
 from .teacher import bf16_native, read_targets, runtime
-from .vocab import Bag, Featurizer, Vocabulary
 
 PARTIAL = "student.partial"
 
@@ -223,12 +223,17 @@ class Student:
         model.load_state_dict(load_file(str(directory / weights)))
         return cls(model, Vocabulary.load(directory / "vocab"), meta["labels"], arch["pooling"])
 
+    def tensors(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The model's inputs for `texts`: ids (nnz,) int32, offsets (n + 1,) int64 and weights
+        (nnz,) float32, straight from the featuriser's buffers (no copy, no per-text Python)."""
+        bag = self.featurizer.bag(texts, mean=self.pooling == "mean")
+        return (torch.from_numpy(bag.ids), torch.from_numpy(bag.offsets),
+                torch.from_numpy(bag.weights))
+
     @torch.inference_mode()
     def logits(self, texts: list[str], batch_size: int = 1024) -> np.ndarray:
-        out = []
-        for start in range(0, len(texts), batch_size):
-            bag = self.featurizer(texts[start:start + batch_size])
-            out.append(self.model(*bag_tensors(bag, self.pooling, torch.device("cpu"))).numpy())
+        out = [self.model(*self.tensors(texts[start:start + batch_size])).numpy()
+               for start in range(0, len(texts), batch_size)]  # each (batch, n_classes)
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:

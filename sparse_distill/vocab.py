@@ -1,29 +1,31 @@
-"""The n-gram vocabulary stage and the featuriser that turns texts into EmbeddingBag inputs.
+"""The n-gram vocabulary stage: count every n-gram of train + unlabelled text, keep the most
+frequent.
 
 Semantics are scikit-learn's `CountVectorizer`: the same preprocessing, token pattern and word
-n-grams (its own analyzer is used), document frequencies for min_df/max_df and corpus term
-frequencies for max_features. Counting streams over the corpus in chunks; memory is bounded by
-`vocab.max_candidates` distinct n-grams, beyond which the rarest are pruned (recorded in the
-manifest, so a vocabulary is known to be exact when nothing was pruned).
+n-grams, document frequencies for min_df/max_df and corpus term frequencies for max_features.
+For the default token pattern the counting is compiled (`sparse_distill._ngrams.Counter`: n-grams
+are nodes of a trie keyed by 64-bit integers, and only the n-grams that are kept are ever spelt
+out as strings); another `vocab.token_pattern` is counted with scikit-learn's own analyzer.
+Counting streams over the corpus in chunks; memory is bounded by `vocab.max_candidates` distinct
+n-grams, beyond which the rarest are pruned (recorded in the manifest, so a vocabulary is known to
+be exact when nothing was pruned).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import sparse
-from sklearn.feature_extraction.text import CountVectorizer
 
 from .config import Config, VocabConfig, as_config
 from .data import PoolStats, iter_pool, load_labeled
 from .errors import DataError
+from .featurize import COMPILED_PATTERNS, Vocabulary, compiled_module
 from .rundir import (
     StageResult,
     atomic_write_json,
@@ -33,112 +35,39 @@ from .rundir import (
     write_resolved_config,
 )
 
-VOCAB_FILE = "vocab.json"
-
-
-@dataclass
-class Bag:
-    """A batch of texts as EmbeddingBag inputs (CSR layout).
-
-    ids: (nnz,) int32 vocabulary ids, sorted within each text; offsets: (n_texts + 1,) int64 start
-    of each text in `ids` plus the end (use `include_last_offset=True`); weights: (nnz,) float32
-    occurrence counts of each n-gram in its text.
-    """
-
-    ids: np.ndarray
-    offsets: np.ndarray
-    weights: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def mean_weights(self) -> np.ndarray:
-        """(nnz,) weights that make a sum-pooled bag the count-weighted mean of its n-grams."""
-        lengths = np.diff(self.offsets)  # (n_texts,)
-        rows = np.repeat(np.arange(len(self)), lengths)  # (nnz,) the text of each id
-        totals = np.bincount(rows, weights=self.weights, minlength=len(self))  # (n_texts,)
-        return (self.weights / totals[rows]).astype(np.float32)
-
-    def to_csr(self, n_features: int) -> sparse.csr_matrix:
-        return sparse.csr_matrix((self.weights, self.ids, self.offsets),
-                                 shape=(len(self), n_features))
-
-
-@dataclass
-class Vocabulary:
-    """N-grams in id order (most frequent first), with their document and term frequencies."""
-
-    ngrams: list[str]
-    df: np.ndarray  # (|V|,) int64: texts containing the n-gram
-    tf: np.ndarray  # (|V|,) int64: occurrences in the corpus
-    ngram_range: tuple[int, int]
-    lowercase: bool
-    token_pattern: str
-
-    def __len__(self) -> int:
-        return len(self.ngrams)
-
-    def vectorizer(self) -> CountVectorizer:
-        return CountVectorizer(vocabulary=self.ngrams, ngram_range=self.ngram_range,
-                               lowercase=self.lowercase, token_pattern=self.token_pattern,
-                               dtype=np.float32)
-
-    def featurizer(self) -> Featurizer:
-        return Featurizer(self)
-
-    def save(self, directory: str | Path) -> None:
-        """vocab.json (settings + n-grams) and df.npy / tf.npy; no pickle anywhere."""
-        directory = Path(directory)
-        atomic_write_json(directory / VOCAB_FILE, {
-            "format": 1, "size": len(self), "ngram_range": list(self.ngram_range),
-            "lowercase": self.lowercase, "token_pattern": self.token_pattern,
-            "ngrams": self.ngrams})
-        np.save(directory / "df.npy", self.df.astype(np.int64), allow_pickle=False)
-        np.save(directory / "tf.npy", self.tf.astype(np.int64), allow_pickle=False)
-
-    @classmethod
-    def load(cls, directory: str | Path) -> Vocabulary:
-        directory = Path(directory)
-        path = directory / VOCAB_FILE
-        if not path.is_file():
-            raise DataError(f"{directory}: no {VOCAB_FILE}; build it with `sdistill vocab CONFIG`")
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        return cls(ngrams=meta["ngrams"],
-                   df=np.load(directory / "df.npy", allow_pickle=False),
-                   tf=np.load(directory / "tf.npy", allow_pickle=False),
-                   ngram_range=tuple(meta["ngram_range"]),  # type: ignore[arg-type]
-                   lowercase=meta["lowercase"], token_pattern=meta["token_pattern"])
-
-
-class Featurizer:
-    """Texts -> `Bag`, with exactly the content of `CountVectorizer(vocabulary=...).transform`."""
-
-    def __init__(self, vocab: Vocabulary):
-        self.vocab = vocab
-        self._vectorizer = vocab.vectorizer()
-        self._vectorizer.fit([])  # a fixed vocabulary: fitting only validates it
-
-    def __call__(self, texts: list[str]) -> Bag:
-        matrix = self._vectorizer.transform(texts)  # (n_texts, |V|) CSR, indices sorted per row
-        return Bag(ids=matrix.indices.astype(np.int32, copy=False),
-                   offsets=matrix.indptr.astype(np.int64, copy=False),
-                   weights=matrix.data.astype(np.float32, copy=False))
-
 
 @dataclass
 class NgramCounts:
-    tf: Counter[str]
-    df: Counter[str]
+    """The candidate n-grams in order of first occurrence, with their frequencies.
+
+    `spell(positions)` gives the strings of the candidates at those positions: the compiled
+    counter builds only the ones asked for.
+    """
+
+    tf: np.ndarray  # (n_candidates,) int64: occurrences
+    df: np.ndarray  # (n_candidates,) int64: texts containing it
     n_docs: int
+    spell: Callable[[np.ndarray], list[str]] = field(repr=False)
     # How much any count may be too low after pruning (0: the counts are exact). An n-gram pruned
     # at threshold t loses up to t and starts again from zero, so the bound is the sum of the
     # thresholds of every pruning, not the largest.
     max_undercount: int = 0
     prunings: int = 0
 
+    def __len__(self) -> int:
+        return len(self.tf)
+
+    def as_dict(self) -> dict[str, tuple[int, int]]:
+        """n-gram -> (tf, df) for every candidate (small corpora: it spells them all)."""
+        names = self.spell(np.arange(len(self)))
+        return dict(zip(names, zip(self.tf.tolist(), self.df.tolist(), strict=True),
+                        strict=True))
+
 
 def analyzer(cfg: VocabConfig) -> Callable[[str], list[str]]:
     """scikit-learn's own analyzer: text -> the list of its n-grams, repeats included."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
     return CountVectorizer(ngram_range=tuple(cfg.ngram_range), lowercase=cfg.lowercase,
                            token_pattern=cfg.token_pattern).build_analyzer()
 
@@ -149,32 +78,70 @@ def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
+def _threshold(tf: np.ndarray, keep: int) -> int:
+    """The count at or below which n-grams go so that at most `keep` remain (ties go together)."""
+    return int(np.partition(tf, len(tf) - keep - 1)[len(tf) - keep - 1])
+
+
 def count_ngrams(texts: Iterable[str], cfg: VocabConfig,
                  on_chunk: Callable[[int], None] | None = None) -> NgramCounts:
     """Term and document frequency of every n-gram, streaming over `texts` in chunks."""
+    if cfg.token_pattern in COMPILED_PATTERNS:
+        return _count_compiled(texts, cfg, on_chunk)
+    return _count_regex(texts, cfg, on_chunk)
+
+
+def _count_compiled(texts: Iterable[str], cfg: VocabConfig,
+                    on_chunk: Callable[[int], None] | None) -> NgramCounts:
+    min_n, max_n = cfg.ngram_range
+    counter = compiled_module().Counter(max_n, cfg.lowercase)
+    undercount = prunings = 0
+    for chunk in _batched(texts, cfg.chunk_size):
+        counter.add(chunk)
+        if counter.candidate_count(min_n) > cfg.max_candidates:
+            tf = np.frombuffer(counter.candidates(min_n)[1], dtype=np.int64)
+            threshold = _threshold(tf, cfg.max_candidates // 2)
+            counter.prune(threshold)
+            undercount += threshold
+            prunings += 1
+        if on_chunk is not None:
+            on_chunk(len(chunk))
+    codes, tf, df = counter.candidates(min_n)
+    codes = np.frombuffer(codes, dtype=np.uint32)  # (n_candidates,)
+    return NgramCounts(tf=np.frombuffer(tf, dtype=np.int64), df=np.frombuffer(df, dtype=np.int64),
+                       n_docs=counter.n_docs,
+                       spell=lambda positions: counter.strings(np.ascontiguousarray(
+                           codes[positions])),
+                       max_undercount=undercount, prunings=prunings)
+
+
+def _count_regex(texts: Iterable[str], cfg: VocabConfig,
+                 on_chunk: Callable[[int], None] | None) -> NgramCounts:
     analyze = analyzer(cfg)
-    counts = NgramCounts(Counter(), Counter(), 0)
+    tf: Counter[str] = Counter()
+    df: Counter[str] = Counter()
+    n_docs = undercount = prunings = 0
     for chunk in _batched(texts, cfg.chunk_size):
         docs = list(map(analyze, chunk))
         # Counter.update over an iterable counts in C: no per-n-gram Python loop.
-        counts.tf.update(itertools.chain.from_iterable(docs))
-        counts.df.update(itertools.chain.from_iterable(map(set, docs)))
-        counts.n_docs += len(chunk)
-        if len(counts.tf) > cfg.max_candidates:
-            _prune(counts, cfg.max_candidates // 2)
+        tf.update(itertools.chain.from_iterable(docs))
+        df.update(itertools.chain.from_iterable(map(set, docs)))
+        n_docs += len(chunk)
+        if len(tf) > cfg.max_candidates:
+            threshold = _threshold(np.fromiter(tf.values(), dtype=np.int64, count=len(tf)),
+                                   cfg.max_candidates // 2)
+            tf = Counter({k: v for k, v in tf.items() if v > threshold})
+            df = Counter({k: df[k] for k in tf})
+            undercount += threshold
+            prunings += 1
         if on_chunk is not None:
             on_chunk(len(chunk))
-    return counts
-
-
-def _prune(counts: NgramCounts, keep: int) -> None:
-    """Drop the rarest n-grams so that at most `keep` remain (all of one count go together)."""
-    tf = np.fromiter(counts.tf.values(), dtype=np.int64, count=len(counts.tf))
-    threshold = int(np.partition(tf, len(tf) - keep - 1)[len(tf) - keep - 1])
-    counts.tf = Counter({k: v for k, v in counts.tf.items() if v > threshold})
-    counts.df = Counter({k: counts.df[k] for k in counts.tf})
-    counts.max_undercount += threshold
-    counts.prunings += 1
+    keys = list(tf)  # in order of first occurrence
+    return NgramCounts(tf=np.fromiter(tf.values(), dtype=np.int64, count=len(keys)),
+                       df=np.fromiter(map(df.__getitem__, keys), dtype=np.int64,
+                                      count=len(keys)),
+                       n_docs=n_docs, spell=lambda positions: [keys[i] for i in positions],
+                       max_undercount=undercount, prunings=prunings)
 
 
 def select_vocabulary(counts: NgramCounts, cfg: VocabConfig) -> Vocabulary:
@@ -185,16 +152,14 @@ def select_vocabulary(counts: NgramCounts, cfg: VocabConfig) -> Vocabulary:
     n-grams first occurred (train texts first, then the pool), which fixes the result for fixed
     inputs without sorting millions of strings.
     """
-    keys = list(counts.tf)  # in order of first occurrence
-    tf = np.fromiter(counts.tf.values(), dtype=np.int64, count=len(keys))  # (n_candidates,)
-    df = np.fromiter(map(counts.df.__getitem__, keys), dtype=np.int64, count=len(keys))
+    tf, df = counts.tf, counts.df  # (n_candidates,) each
     chosen = np.flatnonzero((df >= cfg.min_df) & (df <= cfg.max_df * counts.n_docs))
     if len(chosen) == 0:
         raise DataError(f"vocab: no n-gram is left after vocab.min_df={cfg.min_df} and "
                         f"vocab.max_df={cfg.max_df} on {counts.n_docs} texts; lower vocab.min_df "
                         "or add text")
     order = chosen[np.argsort(-tf[chosen], kind="stable")][:cfg.max_features]
-    return Vocabulary(ngrams=[keys[i] for i in order.tolist()], df=df[order], tf=tf[order],
+    return Vocabulary(ngrams=counts.spell(order), df=df[order].copy(), tf=tf[order].copy(),
                       ngram_range=(cfg.ngram_range[0], cfg.ngram_range[1]),
                       lowercase=cfg.lowercase, token_pattern=cfg.token_pattern)
 

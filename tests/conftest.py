@@ -71,8 +71,11 @@ def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bpe.train_from_iterator(_fixture_texts(), vocab_size=400, min_frequency=1,
                             special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     bpe.save_model(str(directory))
-    tokenizer = RobertaTokenizerFast(vocab_file=str(directory / "vocab.json"),
-                                     merges_file=str(directory / "merges.txt"))
+    # transformers 5 takes `vocab` / `merges` (it ignores the old `vocab_file` / `merges_file`
+    # and would build a tokenizer of 5 special tokens, which turns every text into <s> </s>).
+    tokenizer = RobertaTokenizerFast(vocab=str(directory / "vocab.json"),
+                                     merges=str(directory / "merges.txt"))
+    assert len(tokenizer) == 400
     tokenizer.save_pretrained(str(directory))
     config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
                            num_attention_heads=4, intermediate_size=37,
@@ -80,6 +83,30 @@ def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            bos_token_id=0, eos_token_id=2)
     torch.manual_seed(0)
     RobertaModel(config).save_pretrained(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised BERT with a WordPiece tokenizer trained here: the shape of the
+    real MiniLM teacher, for tools that read a BERT vocabulary (model2vec's distillation)."""
+    import torch
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    words = [f"item {i} was excellent overall awful" for i in range(300)]
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(_fixture_texts() + words, vocab_size=300, min_frequency=1)
+    wordpiece.save_model(str(directory))
+    tokenizer = BertTokenizerFast(vocab=str(directory / "vocab.txt"))
+    assert len(tokenizer) == wordpiece.get_vocab_size()
+    tokenizer.save_pretrained(str(directory))
+    config = BertConfig(vocab_size=wordpiece.get_vocab_size(), hidden_size=32,
+                        num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                        max_position_embeddings=64)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(str(directory))
     return directory
 
 

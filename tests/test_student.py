@@ -12,9 +12,10 @@ from conftest import student_section, teacher_config
 
 from sparse_distill.config import config_from_dict
 from sparse_distill.errors import StageError
+from sparse_distill.featurize import Bag
 from sparse_distill.student import Corpus, SparseDAN, Student, kd_loss, train_student
 from sparse_distill.teacher import teach
-from sparse_distill.vocab import Bag, build_vocab
+from sparse_distill.vocab import build_vocab
 
 
 def test_kd_loss_is_zero_for_equal_distributions_and_positive_otherwise():

@@ -5,21 +5,15 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from conftest import DATA
 from sklearn.feature_extraction.text import CountVectorizer
 
 from sparse_distill.config import VocabConfig, config_from_dict
 from sparse_distill.data import PoolStats, iter_pool, load_labeled
 from sparse_distill.errors import DataError, StageError
+from sparse_distill.featurize import Vocabulary
 from sparse_distill.rundir import check_upstream
-from sparse_distill.vocab import (
-    Featurizer,
-    Vocabulary,
-    build_vocab,
-    count_ngrams,
-    select_vocabulary,
-)
+from sparse_distill.vocab import build_vocab, count_ngrams, select_vocabulary
 
 CORPUS = [
     "The film is a delight, a real delight.",
@@ -75,6 +69,48 @@ def test_ties_keep_the_order_of_first_occurrence_also_at_the_cut():
     assert vocab.ngrams == ["b", "a", "d"]
 
 
+# The same semantics as the default token pattern, spelt so that the regex path counts it: the
+# counter this project used before the compiled one.
+REGEX_SPELLING = r"(?u)\b\w{2,}\b"
+
+
+def fixture_texts() -> list[str]:
+    """The fixtures' texts, then 600 of their words shuffled: enough distinct n-grams to prune."""
+    texts = [json.loads(line)["text"] for line in (DATA / "train.jsonl").read_text().splitlines()]
+    texts += (DATA / "pool.txt").read_text().splitlines() + CORPUS
+    words = " ".join(texts).split()
+    rng = np.random.default_rng(0)
+    return texts + [" ".join(rng.choice(words, size=rng.integers(0, 12))) for _ in range(600)]
+
+
+@pytest.mark.parametrize("settings", [
+    {"ngram_range": [1, 4], "max_features": None},
+    {"ngram_range": [1, 4], "max_features": 300},  # ties at the cut: order of first occurrence
+    {"ngram_range": [2, 3], "max_features": 200, "min_df": 2},
+    {"ngram_range": [1, 2], "max_df": 0.05, "lowercase": False},
+    # pruning while counting: the same thresholds, the same survivors
+    {"ngram_range": [1, 3], "max_candidates": 1000, "chunk_size": 7, "max_features": 400},
+])
+def test_compiled_counter_builds_the_regex_counters_vocabulary(settings):
+    texts = fixture_texts()
+    compiled = fit(texts, **settings)
+    counts = count_ngrams(texts, VocabConfig(**settings))
+    regex_counts = count_ngrams(texts, VocabConfig(**settings, token_pattern=REGEX_SPELLING))
+    regex = select_vocabulary(regex_counts, VocabConfig(**settings))
+    assert compiled.ngrams == regex.ngrams and len(compiled) > 20
+    assert np.array_equal(compiled.tf, regex.tf) and np.array_equal(compiled.df, regex.df)
+    assert (counts.prunings, counts.max_undercount, counts.n_docs) == \
+        (regex_counts.prunings, regex_counts.max_undercount, regex_counts.n_docs)
+    assert counts.as_dict() == regex_counts.as_dict()
+    if "max_candidates" in settings:
+        assert counts.prunings > 0
+
+
+def test_compiled_counter_takes_only_strings():
+    with pytest.raises(TypeError, match=re.escape("texts[1] is NoneType, not str")):
+        count_ngrams(["fine text", None], VocabConfig())
+
+
 def test_nothing_left_is_a_clear_error():
     with pytest.raises(DataError, match=re.escape("vocab: no n-gram is left after vocab.min_df=9")):
         fit(CORPUS, min_df=9)
@@ -85,72 +121,9 @@ def test_pruning_bounds_memory_and_is_recorded():
     cfg = VocabConfig(ngram_range=[1, 1], max_candidates=1000, chunk_size=500, max_features=None)
     counts = count_ngrams(texts, cfg)
     assert counts.prunings >= 1 and counts.max_undercount >= counts.prunings
-    assert len(counts.tf) <= 1000 + 2 * 500  # the cap plus one chunk of new n-grams
-    assert counts.tf["common"] == counts.df["common"] == 3000  # frequent n-grams are exact
+    assert len(counts) <= 1000 + 2 * 500  # the cap plus one chunk of new n-grams
+    assert counts.as_dict()["common"] == (3000, 3000)  # frequent n-grams are exact
     assert counts.n_docs == 3000
-
-
-def featurize_matches_sklearn(texts: list[str], vocab: Vocabulary) -> None:
-    bag = Featurizer(vocab)(texts)
-    expected = CountVectorizer(vocabulary=vocab.ngrams, ngram_range=vocab.ngram_range,
-                               lowercase=vocab.lowercase,
-                               token_pattern=vocab.token_pattern).transform(texts)
-    assert bag.ids.dtype == np.int32 and bag.offsets.dtype == np.int64
-    assert bag.weights.dtype == np.float32
-    assert len(bag) == len(texts)
-    assert np.array_equal(bag.offsets, expected.indptr)
-    assert np.array_equal(bag.ids, expected.indices)
-    assert np.array_equal(bag.weights, expected.data.astype(np.float32))
-    assert (bag.to_csr(len(vocab)) != expected).nnz == 0
-
-
-def test_featurizer_equals_countvectorizer_transform():
-    vocab = fit(CORPUS, ngram_range=[1, 4], max_features=40)
-    featurize_matches_sklearn([*CORPUS, "unseen words only", "the film the film"], vocab)
-
-
-VOCAB = fit(CORPUS * 2 + ["ab cd ef gh", "Ünïcödé wörds ünïcödé", "数据 数据 科学"],
-            ngram_range=[1, 2])
-
-
-@settings(max_examples=150, deadline=None)
-@given(st.lists(st.one_of(
-    st.text(max_size=60),
-    st.lists(st.sampled_from(["the", "film", "dull", "a", "ünïcödé", "数据", "ÉTÉ", ".", " ",
-                              "\n", "loved", "it", "x"]), max_size=20).map(" ".join),
-), min_size=1, max_size=8))
-def test_featurizer_equals_countvectorizer_on_random_unicode(texts):
-    featurize_matches_sklearn(texts, VOCAB)
-
-
-def test_mean_weights_average_over_occurrences():
-    vocab = fit(["a film a film", "dull"], ngram_range=[1, 1], token_pattern=r"\w+")
-    bag = Featurizer(vocab)(["a film a film film", "", "dull", ""])
-    weights = bag.mean_weights()
-    assert weights.dtype == np.float32
-    assert np.allclose(np.add.reduceat(weights, [0, 2]), [1.0, 1.0])
-    by_id = dict(zip(bag.ids[:2].tolist(), weights[:2].tolist(), strict=True))
-    assert by_id[vocab.ngrams.index("film")] == pytest.approx(3 / 5)
-    assert np.diff(bag.offsets).tolist() == [2, 0, 1, 0]
-
-
-def test_save_load_round_trip(tmp_path):
-    vocab = fit(CORPUS, ngram_range=[1, 2], token_pattern=r"(?u)\b\w+\b", lowercase=False)
-    vocab.save(tmp_path)
-    again = Vocabulary.load(tmp_path)
-    assert again.ngrams == vocab.ngrams
-    assert np.array_equal(again.df, vocab.df) and np.array_equal(again.tf, vocab.tf)
-    assert (again.ngram_range, again.lowercase, again.token_pattern) == \
-        ((1, 2), False, r"(?u)\b\w+\b")
-    texts = [*CORPUS, "The FILM"]
-    a, b = Featurizer(vocab)(texts), Featurizer(again)(texts)
-    assert np.array_equal(a.ids, b.ids) and np.array_equal(a.weights, b.weights)
-    assert json.loads((tmp_path / "vocab.json").read_text())["size"] == len(vocab)
-
-
-def test_load_missing_vocab_says_how_to_build_it(tmp_path):
-    with pytest.raises(DataError, match=re.escape("build it with `sdistill vocab CONFIG`")):
-        Vocabulary.load(tmp_path)
 
 
 def test_stage_writes_vocab_and_manifest(config_dict):

@@ -1,0 +1,211 @@
+"""Texts -> n-gram ids: the vocabulary and the featuriser, the first piece of the inference path.
+
+Output is exactly scikit-learn's `CountVectorizer(vocabulary=...).transform`: the same
+lower-casing, token pattern and word n-grams, each text's distinct ids in ascending order with
+their counts. For the default token pattern `(?u)\\b\\w\\w+\\b` the work is done by the compiled
+extension `sparse_distill._ngrams` (a hash-table trie over the vocabulary, run without the GIL on
+every core); any other `vocab.token_pattern` goes through scikit-learn's own regex path.
+
+This module imports numpy and the extension only: no torch, no training, teacher or transformers
+code, and scikit-learn only for a non-default token pattern.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError
+
+VOCAB_FILE = "vocab.json"
+# Spellings of scikit-learn's default token pattern: `(?u)` is the default for str patterns.
+COMPILED_PATTERNS = frozenset({r"(?u)\b\w\w+\b", r"\b\w\w+\b"})
+# Texts a thread takes at a time: below this, handing work to a thread costs more than it saves.
+MIN_TEXTS_PER_THREAD = 256
+
+
+@dataclass
+class Bag:
+    """A batch of texts as EmbeddingBag inputs (CSR layout).
+
+    ids: (nnz,) int32 vocabulary ids, ascending within each text; offsets: (n_texts + 1,) int64
+    start of each text in `ids` plus the end (use `include_last_offset=True`); weights: (nnz,)
+    float32 occurrence counts of each n-gram in its text.
+    """
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    weights: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def mean_weights(self) -> np.ndarray:
+        """(nnz,) weights that make a sum-pooled bag the count-weighted mean of its n-grams."""
+        lengths = np.diff(self.offsets)  # (n_texts,)
+        rows = np.repeat(np.arange(len(self)), lengths)  # (nnz,) the text of each id
+        totals = np.bincount(rows, weights=self.weights, minlength=len(self))  # (n_texts,)
+        return (self.weights / totals[rows]).astype(np.float32)
+
+    def to_csr(self, n_features: int) -> Any:
+        from scipy import sparse
+
+        return sparse.csr_matrix((self.weights, self.ids, self.offsets),
+                                 shape=(len(self), n_features))
+
+
+@dataclass
+class Vocabulary:
+    """N-grams in id order (most frequent first), with their document and term frequencies."""
+
+    ngrams: list[str]
+    df: np.ndarray  # (|V|,) int64: texts containing the n-gram
+    tf: np.ndarray  # (|V|,) int64: occurrences in the corpus
+    ngram_range: tuple[int, int]
+    lowercase: bool
+    token_pattern: str
+
+    def __len__(self) -> int:
+        return len(self.ngrams)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the compiled featuriser handles this vocabulary's token pattern."""
+        return self.token_pattern in COMPILED_PATTERNS
+
+    def vectorizer(self) -> Any:
+        """scikit-learn's `CountVectorizer` with this vocabulary: the reference semantics."""
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        return CountVectorizer(vocabulary=self.ngrams, ngram_range=self.ngram_range,
+                               lowercase=self.lowercase, token_pattern=self.token_pattern,
+                               dtype=np.float32)
+
+    def featurizer(self, threads: int | None = None) -> Featurizer:
+        return Featurizer(self, threads)
+
+    def save(self, directory: str | Path) -> None:
+        """vocab.json (settings + n-grams) and df.npy / tf.npy; no pickle anywhere."""
+        from .rundir import atomic_write_json
+
+        directory = Path(directory)
+        atomic_write_json(directory / VOCAB_FILE, {
+            "format": 1, "size": len(self), "ngram_range": list(self.ngram_range),
+            "lowercase": self.lowercase, "token_pattern": self.token_pattern,
+            "ngrams": self.ngrams})
+        np.save(directory / "df.npy", self.df.astype(np.int64), allow_pickle=False)
+        np.save(directory / "tf.npy", self.tf.astype(np.int64), allow_pickle=False)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Vocabulary:
+        directory = Path(directory)
+        path = directory / VOCAB_FILE
+        if not path.is_file():
+            raise DataError(f"{directory}: no {VOCAB_FILE}; build it with `sdistill vocab CONFIG`")
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        return cls(ngrams=meta["ngrams"],
+                   df=np.load(directory / "df.npy", allow_pickle=False),
+                   tf=np.load(directory / "tf.npy", allow_pickle=False),
+                   ngram_range=tuple(meta["ngram_range"]),  # type: ignore[arg-type]
+                   lowercase=meta["lowercase"], token_pattern=meta["token_pattern"])
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def compiled_module() -> Any:
+    """The compiled extension, or a DataError that says how to build it."""
+    try:
+        from . import _ngrams
+    except ImportError as exc:
+        raise DataError(f"the compiled featuriser sparse_distill._ngrams is not built ({exc}); "
+                        "reinstall the package with a C compiler present: pip install -e .") \
+            from None
+    return _ngrams
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """One pool per size for the process: featurisers share their threads."""
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="sdistill-featurize")
+    return _POOLS[threads]
+
+
+class Featurizer:
+    """Texts -> `Bag`, with exactly the content of `CountVectorizer(vocabulary=...).transform`.
+
+    `threads`: how many threads share a large batch (default: every usable CPU). The compiled
+    path releases the GIL, so they run in parallel; a batch of fewer than 2 x 256 texts runs in
+    the calling thread.
+    """
+
+    def __init__(self, vocab: Vocabulary, threads: int | None = None):
+        self.vocab = vocab
+        self.threads = max(1, threads or usable_cpus())
+        if vocab.compiled:
+            lo, hi = vocab.ngram_range
+            self._index = compiled_module().Index(vocab.ngrams, lo, hi, vocab.lowercase)
+        else:
+            self._index = None
+            self._vectorizer = vocab.vectorizer()
+            self._vectorizer.fit([])  # a fixed vocabulary: fitting only validates it
+
+    def __call__(self, texts: Sequence[str]) -> Bag:
+        return self.bag(texts)
+
+    def bag(self, texts: Sequence[str], mean: bool = False) -> Bag:
+        """The texts' n-grams. mean=True: weights are count / the text's total (the weights of a
+        count-weighted mean, `Bag.mean_weights()`) instead of counts."""
+        if self._index is None:
+            matrix = self._vectorizer.transform(texts)  # (n_texts, |V|) CSR, sorted per row
+            bag = Bag(ids=matrix.indices.astype(np.int32, copy=False),
+                      offsets=matrix.indptr.astype(np.int64, copy=False),
+                      weights=matrix.data.astype(np.float32, copy=False))
+            return Bag(bag.ids, bag.offsets, bag.mean_weights()) if mean else bag
+        if not isinstance(texts, list):
+            texts = list(texts)
+        # A few chunks a thread, so that one of long texts does not leave the others waiting.
+        n_chunks = min(4 * self.threads, len(texts) // MIN_TEXTS_PER_THREAD)
+        if n_chunks <= 1 or self.threads == 1:
+            return _as_bag([self._index.featurize(texts, mean)])
+        bounds = np.linspace(0, len(texts), n_chunks + 1).astype(int)
+        chunks = [texts[a:b] for a, b in itertools.pairwise(bounds)]
+        return _as_bag(list(_pool(self.threads).map(
+            lambda chunk: self._index.featurize(chunk, mean), chunks)))
+
+    def nbytes(self) -> int:
+        """Memory held by the compiled index (0 on the regex path)."""
+        return self._index.nbytes if self._index is not None else 0
+
+
+def _as_bag(parts: list[tuple[bytearray, bytearray, bytearray]]) -> Bag:
+    """The compiled featuriser's (ids, ends, weights) per chunk -> one Bag."""
+    ids = [np.frombuffer(p[0], dtype=np.int32) for p in parts]
+    ends = [np.frombuffer(p[1], dtype=np.int64) for p in parts]
+    weights = [np.frombuffer(p[2], dtype=np.float32) for p in parts]
+    offsets = np.empty(sum(len(e) for e in ends) + 1, dtype=np.int64)  # (n_texts + 1,)
+    offsets[0] = 0
+    at, base = 1, 0
+    for e, i in zip(ends, ids, strict=True):
+        offsets[at:at + len(e)] = e + base
+        at += len(e)
+        base += len(i)
+    if len(parts) == 1:  # the extension's buffers, without a copy
+        return Bag(ids[0], offsets, weights[0])
+    return Bag(np.concatenate(ids), offsets, np.concatenate(weights))
