@@ -29,6 +29,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #define DEEP 0x80000000u
 #define EMPTY (-1)
@@ -61,9 +64,35 @@ static inline uint64_t mix64(uint64_t x) {  /* MurmurHash3's finaliser */
     return x;
 }
 
-/* A token's hash: FNV-1a over its code points, finalised with its length. */
-static inline uint64_t token_hash_end(uint64_t h, int64_t len) {
-    return mix64(h ^ (uint64_t)len);
+/* A token's key. A short token (at most 8 code points, all below 256: most words of most
+ * languages written in Latin script) is its code points packed into 64 bits, an exact key that
+ * needs no check; any other token is keyed by a hash (FNV-1a over its code points, finalised with
+ * its length) and each hit is checked against its stored code points. The two kinds live in two
+ * tables, so a packed key can never meet a hash. */
+typedef struct {
+    uint64_t fnv, packed;
+    int64_t len;
+    int is_short;
+} KeyBuilder;
+
+static inline void key_start(KeyBuilder *k) {
+    k->fnv = FNV_OFFSET;
+    k->packed = 0;
+    k->len = 0;
+    k->is_short = 1;
+}
+
+static inline void key_add(KeyBuilder *k, Py_UCS4 c) {
+    k->fnv = (k->fnv ^ c) * FNV_PRIME;
+    if (k->len < 8 && c < 256)
+        k->packed |= (uint64_t)c << (8 * k->len);
+    else
+        k->is_short = 0;
+    k->len++;
+}
+
+static inline uint64_t key_end(const KeyBuilder *k) {
+    return k->is_short ? k->packed : mix64(k->fnv ^ (uint64_t)k->len);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -86,7 +115,7 @@ static int grow(void **ptr, int64_t *cap, int64_t need, size_t item) {
 /* One open-addressing table (linear probing, load <= 1/2) for tokens and for edges */
 
 typedef struct {
-    uint64_t key;   /* tokens: the token's hash; edges: parent code << 32 | token index */
+    uint64_t key;   /* tokens: the token's key (KeyBuilder); edges: parent code << 32 | token */
     int32_t idx;    /* the token's or deep node's index; EMPTY: a free slot */
     int32_t vocab;  /* Index: the vocabulary id of the n-gram this slot ends, -1 when none */
 } Slot;
@@ -97,10 +126,26 @@ typedef struct {
     int64_t used;
 } Table;
 
+/* Memory for a table. A large one is asked for in 2 MiB huge pages where the OS has them
+ * (Linux transparent huge pages on request): its lookups are random, and with 4 KiB pages
+ * nearly every one of them would also miss the TLB. */
+static void *table_alloc(size_t bytes) {
+#if defined(MADV_HUGEPAGE)
+    const size_t huge = (size_t)2 << 20;
+    if (bytes >= huge) {
+        void *p = NULL;
+        if (posix_memalign(&p, huge, bytes) != 0) return NULL;
+        madvise(p, bytes, MADV_HUGEPAGE);  /* advice only: without it, 4 KiB pages */
+        return p;
+    }
+#endif
+    return malloc(bytes);
+}
+
 static int table_init(Table *t, int64_t expected) {
     uint64_t cap = 64;
     while ((int64_t)cap < 2 * expected + 2) cap *= 2;
-    t->slots = malloc(cap * sizeof(Slot));
+    t->slots = table_alloc(cap * sizeof(Slot));
     if (!t->slots) return -1;
     for (uint64_t i = 0; i < cap; i++) {
         t->slots[i].key = 0;
@@ -117,8 +162,8 @@ static void table_free(Table *t) {
     memset(t, 0, sizeof(*t));
 }
 
-/* The slot holding `key`, or the free slot where it would go. An edge's key is exact; a token's
- * key is a hash and the caller verifies the token (token_slot). */
+/* The slot holding `key`, or the free slot where it would go. For exact keys (edges, short
+ * tokens); a long token's key is a hash, which token_slot checks against the token itself. */
 static inline Slot *key_slot(const Table *t, uint64_t key) {
     uint64_t i = mix64(key) & t->mask;
     for (;;) {
@@ -159,8 +204,8 @@ typedef struct {
 
 typedef struct {
     int min_n, max_n, lowercase, counting;
-    /* tokens (order-1 nodes) */
-    Table tokens;
+    /* tokens (order-1 nodes): short ones by their exact packed key, the others by hash */
+    Table short_tokens, tokens;
     uint32_t *chars;      /* every token's code points, one token after another */
     int64_t n_chars, cap_chars;
     int64_t *tok_start;   /* (n_tok,) where each token starts in `chars` */
@@ -180,6 +225,7 @@ typedef struct {
 } Trie;
 
 static void trie_free(Trie *tr) {
+    table_free(&tr->short_tokens);
     table_free(&tr->tokens);
     table_free(&tr->edges);
     free(tr->chars); free(tr->tok_start); free(tr->tok_len);
@@ -196,7 +242,8 @@ static int trie_init(Trie *tr, int min_n, int max_n, int lowercase, int counting
     tr->lowercase = lowercase;
     tr->counting = counting;
     /* far fewer tokens than n-grams: that table grows as needed, and stays small and cached */
-    if (table_init(&tr->tokens, 1024) < 0 || table_init(&tr->edges, expected) < 0) {
+    if (table_init(&tr->short_tokens, 1024) < 0 || table_init(&tr->tokens, 1024) < 0 ||
+        table_init(&tr->edges, expected) < 0) {
         trie_free(tr);
         return -1;
     }
@@ -204,15 +251,17 @@ static int trie_init(Trie *tr, int min_n, int max_n, int lowercase, int counting
 }
 
 /* The slot of the token spelt by text[start:start + len] (lower-cased ASCII when lower_ascii),
- * or the free slot where it would go. `hash` is its token hash. */
-static inline Slot *token_slot(const Trie *tr, uint64_t hash, int kind, const void *data,
-                               Py_ssize_t start, Py_ssize_t len, int lower_ascii) {
+ * or the free slot where it would go. `key` and `is_short` are its key (KeyBuilder). */
+static inline Slot *token_slot(const Trie *tr, uint64_t key, int is_short, int kind,
+                               const void *data, Py_ssize_t start, Py_ssize_t len,
+                               int lower_ascii) {
+    if (is_short) return key_slot(&tr->short_tokens, key);
     const Table *t = &tr->tokens;
-    uint64_t i = mix64(hash) & t->mask;
+    uint64_t i = mix64(key) & t->mask;
     for (;;) {
         Slot *s = &t->slots[i];
         if (s->idx == EMPTY) return s;
-        if (s->key == hash && tr->tok_len[s->idx] == len) {
+        if (s->key == key && tr->tok_len[s->idx] == len) {
             const uint32_t *c = tr->chars + tr->tok_start[s->idx];
             Py_ssize_t j = 0;
             while (j < len && c[j] == read_char(kind, data, start + j, lower_ascii)) j++;
@@ -222,10 +271,15 @@ static inline Slot *token_slot(const Trie *tr, uint64_t hash, int kind, const vo
     }
 }
 
+static inline const Table *token_table(const Trie *tr, int is_short) {
+    return is_short ? &tr->short_tokens : &tr->tokens;
+}
+
 /* The token's index, added if new; *added says which. -1: out of memory or of indices. */
-static int64_t token_get_or_add(Trie *tr, uint64_t hash, int kind, const void *data,
-                                Py_ssize_t start, Py_ssize_t len, int lower_ascii, int *added) {
-    Slot *s = token_slot(tr, hash, kind, data, start, len, lower_ascii);
+static int64_t token_get_or_add(Trie *tr, uint64_t key, int is_short, int kind,
+                                const void *data, Py_ssize_t start, Py_ssize_t len,
+                                int lower_ascii, int *added) {
+    Slot *s = token_slot(tr, key, is_short, kind, data, start, len, lower_ascii);
     *added = 0;
     if (s->idx != EMPTY) return s->idx;
     int64_t t = tr->n_tok;
@@ -240,13 +294,13 @@ static int64_t token_get_or_add(Trie *tr, uint64_t hash, int kind, const void *d
     for (Py_ssize_t j = 0; j < len; j++)
         tr->chars[tr->n_chars++] = read_char(kind, data, start + j, lower_ascii);
     if (tr->counting) tr->tok_counts[t] = (Counts){0, 0, -1, tr->next_ord++};
-    s->key = hash;
+    s->key = key;
     s->idx = (int32_t)t;
     s->vocab = -1;
     tr->n_tok++;
     tr->by_order[1]++;
     *added = 1;
-    if (table_after_insert(&tr->tokens) < 0) return -1;
+    if (table_after_insert(is_short ? &tr->short_tokens : &tr->tokens) < 0) return -1;
     return t;
 }
 
@@ -278,34 +332,75 @@ static int64_t edge_get_or_add(Trie *tr, uint32_t parent_code, int32_t token, in
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Tokenising one text: the maximal runs of >= 2 word characters, each with its hash */
+/* Tokenising one text: the maximal runs of >= 2 word characters, each with its key */
 
 typedef struct {
     Py_ssize_t *start;
     int32_t *len;
-    uint64_t *hash;
-    int64_t n, cap_start, cap_len, cap_hash;
+    uint64_t *key;
+    uint8_t *is_short;
+    int64_t n, cap_start, cap_len, cap_key, cap_short;
 } Runs;
 
 static void runs_free(Runs *r) {
-    free(r->start); free(r->len); free(r->hash);
+    free(r->start); free(r->len); free(r->key); free(r->is_short);
     memset(r, 0, sizeof(*r));
 }
 
-static int runs_push(Runs *r, Py_ssize_t start, Py_ssize_t len, uint64_t hash) {
-    if (GROW(r->start, r->cap_start, r->n + 1) < 0 || GROW(r->len, r->cap_len, r->n + 1) < 0 ||
-        GROW(r->hash, r->cap_hash, r->n + 1) < 0)
-        return -1;
-    r->start[r->n] = start;
-    r->len[r->n] = (int32_t)len;
-    r->hash[r->n] = hash;
-    r->n++;
-    return 0;
+/* Room for every token a text of n code points can hold (a token and its separator take at
+ * least 3), so that tokenising checks no capacity. */
+static int runs_reserve(Runs *r, Py_ssize_t n) {
+    int64_t need = r->n + n / 3 + 1;
+    return GROW(r->start, r->cap_start, need) < 0 || GROW(r->len, r->cap_len, need) < 0 ||
+           GROW(r->key, r->cap_key, need) < 0 || GROW(r->is_short, r->cap_short, need) < 0
+           ? -1 : 0;
 }
 
+static inline void runs_push(Runs *r, Py_ssize_t start, Py_ssize_t len, uint64_t key,
+                             int is_short) {
+    r->start[r->n] = start;
+    r->len[r->n] = (int32_t)len;
+    r->key[r->n] = key;
+    r->is_short[r->n] = (uint8_t)is_short;
+    r->n++;
+}
+
+static unsigned char latin1_word[256];  /* is_word for the code points of 1-byte strings */
+
+/* Append the text's tokens to `out`. One-byte strings (ASCII and Latin-1, most text) take a
+ * loop of their own: a table lookup a character, and every token of at most 8 characters is
+ * its own exact key, so only longer ones are hashed. */
 static int tokenize(int kind, const void *data, Py_ssize_t n, int lower_ascii, Runs *out) {
-    out->n = 0;
+    if (runs_reserve(out, n) < 0) return -1;
     Py_ssize_t i = 0;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *t = data;
+        while (i < n) {
+            if (!latin1_word[t[i]]) {
+                i++;
+                continue;
+            }
+            Py_ssize_t start = i;
+            uint64_t packed = 0;
+            do {
+                Py_UCS4 c = t[i];
+                if (lower_ascii && c >= 'A' && c <= 'Z') c += 'a' - 'A';
+                if (i - start < 8) packed |= (uint64_t)c << (8 * (i - start));
+                i++;
+            } while (i < n && latin1_word[t[i]]);
+            Py_ssize_t len = i - start;
+            if (len < 2) continue;
+            if (len <= 8) {
+                runs_push(out, start, len, packed, 1);
+                continue;
+            }
+            KeyBuilder k;
+            key_start(&k);
+            for (Py_ssize_t j = start; j < i; j++) key_add(&k, read_char(kind, data, j, lower_ascii));
+            runs_push(out, start, len, key_end(&k), 0);
+        }
+        return 0;
+    }
     while (i < n) {
         Py_UCS4 c = read_char(kind, data, i, lower_ascii);
         if (!is_word(c)) {
@@ -313,15 +408,16 @@ static int tokenize(int kind, const void *data, Py_ssize_t n, int lower_ascii, R
             continue;
         }
         Py_ssize_t start = i;
-        uint64_t h = FNV_OFFSET;
+        KeyBuilder k;
+        key_start(&k);
         for (;;) {
-            h = (h ^ c) * FNV_PRIME;
+            key_add(&k, c);
             if (++i == n) break;
             c = read_char(kind, data, i, lower_ascii);
             if (!is_word(c)) break;
         }
         Py_ssize_t len = i - start;
-        if (len >= 2 && runs_push(out, start, len, token_hash_end(h, len)) < 0) return -1;
+        if (len >= 2) runs_push(out, start, len, key_end(&k), k.is_short);
     }
     return 0;
 }
@@ -426,26 +522,28 @@ static int index_add(Trie *tr, PyObject *ngram, int32_t id, Runs *runs) {
         if (i < n && PyUnicode_READ(kind, data, i) != ' ') continue;
         Py_ssize_t len = i - start;
         if (len < 2) return 0;
-        uint64_t h = FNV_OFFSET;
+        KeyBuilder k;
+        key_start(&k);
         for (Py_ssize_t j = start; j < i; j++) {
             Py_UCS4 c = PyUnicode_READ(kind, data, j);
             if (!is_word(c)) return 0;
-            h = (h ^ c) * FNV_PRIME;
+            key_add(&k, c);
         }
         if (runs->n == tr->max_n) return 0;
-        if (runs_push(runs, start, len, token_hash_end(h, len)) < 0) return -1;
+        if (runs_reserve(runs, 3) < 0) return -1;
+        runs_push(runs, start, len, key_end(&k), k.is_short);
         start = i + 1;
     }
     if (runs->n < tr->min_n) return 0;
     int added;
-    int64_t t = token_get_or_add(tr, runs->hash[0], kind, data, runs->start[0], runs->len[0], 0,
-                                 &added);
+    int64_t t = token_get_or_add(tr, runs->key[0], runs->is_short[0], kind, data,
+                                 runs->start[0], runs->len[0], 0, &added);
     if (t < 0) return -1;
     uint32_t code = (uint32_t)t;
     uint64_t edge_key = 0;
     for (int64_t k = 1; k < runs->n; k++) {
-        int64_t u = token_get_or_add(tr, runs->hash[k], kind, data, runs->start[k],
-                                     runs->len[k], 0, &added);
+        int64_t u = token_get_or_add(tr, runs->key[k], runs->is_short[k], kind, data,
+                                     runs->start[k], runs->len[k], 0, &added);
         if (u < 0) return -1;
         int64_t d = edge_get_or_add(tr, code, (int32_t)u, (int)k + 1, &added);
         if (d < 0) return -1;
@@ -454,7 +552,8 @@ static int index_add(Trie *tr, PyObject *ngram, int32_t id, Runs *runs) {
     }
     /* looked up again: an insertion may have moved the slots */
     Slot *slot = runs->n == 1
-        ? token_slot(tr, runs->hash[0], kind, data, runs->start[0], runs->len[0], 0)
+        ? token_slot(tr, runs->key[0], runs->is_short[0], kind, data, runs->start[0],
+                     runs->len[0], 0)
         : key_slot(&tr->edges, edge_key);
     if (slot->vocab >= 0) return 1;
     slot->vocab = id;
@@ -524,63 +623,62 @@ typedef struct {
     int32_t *ids;      /* (nnz,) */
     float *weights;    /* (nnz,) */
     int64_t nnz, cap_ids, cap_weights;
-    int64_t *ends;     /* (n_texts,) the end of each text in ids */
+    int64_t *offsets;  /* (n_texts + 1,) where each text starts in ids, then the end */
     int32_t *hits;     /* one text's vocabulary ids, before sorting and counting */
-    int64_t n_hits, cap_hits;
+    int32_t *spare;    /* as many, for the merge sort */
+    int64_t n_hits, cap_hits, cap_spare;
     int32_t *toks;     /* one text's token indices, EMPTY for a token no n-gram has */
-    uint32_t *codes;   /* the node of the n-gram of the current order starting at each position */
-    int32_t *alive;    /* the positions whose n-gram of the current order is a node */
-    uint64_t *keys;    /* the edge looked up from each of them */
-    uint64_t *starts;  /* and the slot its lookup starts at */
-    int64_t cap_toks, cap_codes, cap_alive, cap_keys, cap_starts;
+    int32_t *alive;    /* the positions whose next n-gram is being looked up */
+    uint64_t *keys;    /* by position: the edge that lookup is for */
+    uint64_t *starts;  /* by position: the slot it starts at */
+    int64_t cap_toks, cap_alive, cap_keys, cap_starts;
     Runs runs;
 } Output;
 
 static void output_free(Output *o) {
-    free(o->ids); free(o->weights); free(o->ends); free(o->hits);
-    free(o->toks); free(o->codes); free(o->alive); free(o->keys); free(o->starts);
+    free(o->ids); free(o->weights); free(o->offsets); free(o->hits); free(o->spare);
+    free(o->toks); free(o->alive); free(o->keys); free(o->starts);
     runs_free(&o->runs);
     memset(o, 0, sizeof(*o));
 }
 
-static void insertion_sort(int32_t *a, int64_t n) {
-    for (int64_t i = 1; i < n; i++) {
-        int32_t v = a[i];
-        int64_t j = i - 1;
-        while (j >= 0 && a[j] > v) {
-            a[j + 1] = a[j];
-            j--;
-        }
-        a[j + 1] = v;
-    }
-}
+/* Sort a text's ids (tens to thousands of them, in no order: the unigrams by position, then the
+ * bigrams, ...). Comparison branches on such data are coin flips, so every step here is
+ * branch-free: sorted runs of 4 by a sorting network, then merges whose loop picks each element
+ * with a conditional move. Returns the array now holding the result (`a` or `spare`). */
+#define CSWAP(x, y) do { int32_t lo_ = x < y ? x : y, hi_ = x < y ? y : x; x = lo_; y = hi_; } \
+    while (0)
 
-static void sort_ids(int32_t *a, int64_t n) {  /* quicksort; short ranges by insertion */
-    while (n > 24) {
-        int32_t x = a[0], y = a[n / 2], z = a[n - 1];
-        int32_t pivot = x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y));
-        int64_t i = 0, j = n - 1;
-        for (;;) {  /* Hoare partition: [0, j] <= pivot <= [j + 1, n) */
-            while (a[i] < pivot) i++;
-            while (a[j] > pivot) j--;
-            if (i >= j) break;
-            int32_t tmp = a[i];
-            a[i] = a[j];
-            a[j] = tmp;
-            i++;
-            j--;
-        }
-        int64_t left = j + 1;
-        if (left < n - left) {  /* recurse on the smaller side: O(log n) stack */
-            sort_ids(a, left);
-            a += left;
-            n -= left;
-        } else {
-            sort_ids(a + left, n - left);
-            n = left;
-        }
+static int32_t *sort_ids(int32_t *a, int32_t *spare, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        int32_t *q = a + i;
+        CSWAP(q[0], q[1]); CSWAP(q[2], q[3]); CSWAP(q[0], q[2]); CSWAP(q[1], q[3]);
+        CSWAP(q[1], q[2]);
     }
-    insertion_sort(a, n);
+    for (int64_t k = i + 1; k < n; k++)  /* the last 0-3 */
+        for (int64_t j = k; j > i && a[j - 1] > a[j]; j--) CSWAP(a[j - 1], a[j]);
+    int32_t *src = a, *dst = spare;
+    for (int64_t width = 4; width < n; width *= 2) {
+        for (int64_t lo = 0; lo < n; lo += 2 * width) {
+            int64_t mid = lo + width < n ? lo + width : n;
+            int64_t hi = lo + 2 * width < n ? lo + 2 * width : n;
+            int64_t x = lo, y = mid, k = lo;
+            while (x < mid && y < hi) {
+                int32_t u = src[x], v = src[y];
+                int take = v < u;
+                dst[k++] = take ? v : u;
+                y += take;
+                x += !take;
+            }
+            while (x < mid) dst[k++] = src[x++];
+            while (y < hi) dst[k++] = src[y++];
+        }
+        int32_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    return src;
 }
 
 /* Prefetch the line of the slot where a lookup of `key` starts. */
@@ -598,62 +696,65 @@ static inline Slot *slot_from(const Table *t, uint64_t key, uint64_t i) {
     }
 }
 
-/* One text's row. The trie is walked one order at a time over every position still alive, each
- * order's lookups prefetched together: the table is far larger than the caches, and independent
- * lookups then wait for memory in parallel instead of one after another. */
+/* One text's row. The trie is walked one order at a time over every position still alive.
+ * The table is far larger than the caches, so each lookup's line is prefetched one pass
+ * ahead: the moment a position's n-gram is resolved, the lookup of its (n + 1)-gram is computed
+ * and prefetched, to be used in the next pass, after every other position has had its turn. */
 static int featurize_one(const Trie *tr, PyObject *text, int lower_ascii, int mean, Output *o) {
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
     Runs *r = &o->runs;
+    r->n = 0;
     if (tokenize(kind, data, PyUnicode_GET_LENGTH(text), lower_ascii, r) < 0) return -1;
     const int64_t nt = r->n;
     const int min_n = tr->min_n, max_n = tr->max_n;
-    if (GROW(o->toks, o->cap_toks, nt) < 0 || GROW(o->codes, o->cap_codes, nt) < 0 ||
-        GROW(o->alive, o->cap_alive, nt) < 0 || GROW(o->keys, o->cap_keys, nt) < 0 ||
-        GROW(o->starts, o->cap_starts, nt) < 0 ||
-        GROW(o->hits, o->cap_hits, nt * (int64_t)max_n) < 0)
+    if (GROW(o->toks, o->cap_toks, nt) < 0 || GROW(o->alive, o->cap_alive, nt) < 0 ||
+        GROW(o->keys, o->cap_keys, nt) < 0 || GROW(o->starts, o->cap_starts, nt) < 0 ||
+        GROW(o->hits, o->cap_hits, nt * (int64_t)max_n) < 0 ||
+        GROW(o->spare, o->cap_spare, nt * (int64_t)max_n) < 0)
         return -1;
-    for (int64_t k = 0; k < nt; k++) __builtin_prefetch(&tr->tokens.slots[mix64(r->hash[k]) &
-                                                                         tr->tokens.mask]);
+    for (int64_t k = 0; k < nt; k++) slot_start(token_table(tr, r->is_short[k]), r->key[k]);
     o->n_hits = 0;
-    int64_t n_alive = 0;
+    int64_t n_alive = 0;  /* positions whose next lookup is prefetched, with keys[i], starts[i] */
     for (int64_t k = 0; k < nt; k++) {
-        const Slot *s = token_slot(tr, r->hash[k], kind, data, r->start[k], r->len[k],
-                                   lower_ascii);
+        const Slot *s = token_slot(tr, r->key[k], r->is_short[k], kind, data, r->start[k],
+                                   r->len[k], lower_ascii);
         o->toks[k] = s->idx;
         if (s->idx == EMPTY) continue;
         if (min_n == 1 && s->vocab >= 0) o->hits[o->n_hits++] = s->vocab;
-        o->codes[k] = (uint32_t)s->idx;
-        o->alive[n_alive++] = (int32_t)k;
+        if (k > 0 && o->toks[k - 1] != EMPTY && max_n >= 2) {  /* the bigram at k - 1 */
+            uint64_t key = ((uint64_t)(uint32_t)o->toks[k - 1] << 32) | (uint32_t)s->idx;
+            o->keys[k - 1] = key;
+            o->starts[k - 1] = slot_start(&tr->edges, key);
+            o->alive[n_alive++] = (int32_t)(k - 1);
+        }
     }
     for (int n = 2; n <= max_n && n_alive > 0; n++) {
         int64_t m = 0;
         for (int64_t j = 0; j < n_alive; j++) {
             int32_t i = o->alive[j];
-            if (i + n > nt || o->toks[i + n - 1] == EMPTY) continue;
-            uint64_t key = ((uint64_t)o->codes[i] << 32) | (uint32_t)o->toks[i + n - 1];
-            o->keys[m] = key;
-            o->starts[m] = slot_start(&tr->edges, key);
-            o->alive[m++] = i;
-        }
-        n_alive = 0;
-        for (int64_t j = 0; j < m; j++) {
-            const Slot *s = slot_from(&tr->edges, o->keys[j], o->starts[j]);
+            const Slot *s = slot_from(&tr->edges, o->keys[i], o->starts[i]);
             if (s->idx == EMPTY) continue;  /* no n-gram continues this prefix */
             if (n >= min_n && s->vocab >= 0) o->hits[o->n_hits++] = s->vocab;
-            o->codes[o->alive[j]] = DEEP | (uint32_t)s->idx;
-            o->alive[n_alive++] = o->alive[j];
+            if (n < max_n && i + n < nt && o->toks[i + n] != EMPTY) {  /* its (n + 1)-gram */
+                uint64_t key = ((uint64_t)(DEEP | (uint32_t)s->idx) << 32) |
+                               (uint32_t)o->toks[i + n];
+                o->keys[i] = key;
+                o->starts[i] = slot_start(&tr->edges, key);
+                o->alive[m++] = i;
+            }
         }
+        n_alive = m;
     }
     /* CountVectorizer's row: the distinct ids ascending, each with its count */
-    sort_ids(o->hits, o->n_hits);
+    const int32_t *hits = sort_ids(o->hits, o->spare, o->n_hits);
     if (GROW(o->ids, o->cap_ids, o->nnz + o->n_hits) < 0 ||
         GROW(o->weights, o->cap_weights, o->nnz + o->n_hits) < 0)
         return -1;
     for (int64_t a = 0; a < o->n_hits;) {
         int64_t b = a + 1;
-        while (b < o->n_hits && o->hits[b] == o->hits[a]) b++;
-        o->ids[o->nnz] = o->hits[a];
+        while (b < o->n_hits && hits[b] == hits[a]) b++;
+        o->ids[o->nnz] = hits[a];
         /* mean: count / total in float32, which equals numpy's float64 division rounded to
          * float32 (53 >= 2 * 24 + 2 bits: double rounding of a quotient is exact) */
         o->weights[o->nnz] = mean ? (float)(b - a) / (float)o->n_hits : (float)(b - a);
@@ -677,12 +778,13 @@ static PyObject *Index_featurize(IndexObject *self, PyObject *args, PyObject *kw
     Output o = {0};
     int status = 0;
     Py_ssize_t n = p.n;
-    o.ends = malloc((size_t)(n > 0 ? n : 1) * sizeof(int64_t));
-    if (!o.ends) status = -1;
+    o.offsets = malloc((size_t)(n + 1) * sizeof(int64_t));
+    if (!o.offsets) status = -1;
+    else o.offsets[0] = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n && status == 0; i++) {
         status = featurize_one(&self->trie, p.objs[i], p.lower_ascii[i], mean, &o);
-        o.ends[i] = o.nnz;
+        o.offsets[i + 1] = o.nnz;
     }
     Py_END_ALLOW_THREADS
     prepared_free(&p);
@@ -691,11 +793,11 @@ static PyObject *Index_featurize(IndexObject *self, PyObject *args, PyObject *kw
         PyErr_NoMemory();
     } else {
         PyObject *ids = bytearray_of(o.ids, o.nnz * (int64_t)sizeof(int32_t));
-        PyObject *ends = bytearray_of(o.ends, (int64_t)n * (int64_t)sizeof(int64_t));
+        PyObject *offsets = bytearray_of(o.offsets, (int64_t)(n + 1) * (int64_t)sizeof(int64_t));
         PyObject *weights = bytearray_of(o.weights, o.nnz * (int64_t)sizeof(float));
-        if (ids && ends && weights) result = PyTuple_Pack(3, ids, ends, weights);
+        if (ids && offsets && weights) result = PyTuple_Pack(3, ids, offsets, weights);
         Py_XDECREF(ids);
-        Py_XDECREF(ends);
+        Py_XDECREF(offsets);
         Py_XDECREF(weights);
     }
     output_free(&o);
@@ -708,7 +810,8 @@ static Py_ssize_t Index_length(IndexObject *self) {
 
 static PyObject *Index_nbytes(IndexObject *self, void *Py_UNUSED(closure)) {
     const Trie *tr = &self->trie;
-    int64_t slots = self->ready ? (int64_t)(tr->tokens.mask + tr->edges.mask + 2) : 0;
+    int64_t slots = self->ready ? (int64_t)(tr->short_tokens.mask + tr->tokens.mask +
+                                            tr->edges.mask + 3) : 0;
     return PyLong_FromLongLong(slots * (int64_t)sizeof(Slot) + tr->cap_chars * 4
                                + tr->cap_tok_start * 8 + tr->cap_tok_len * 4
                                + tr->cap_parent * 4 + tr->cap_last * 4 + tr->cap_depth);
@@ -716,10 +819,10 @@ static PyObject *Index_nbytes(IndexObject *self, void *Py_UNUSED(closure)) {
 
 static PyMethodDef Index_methods[] = {
     {"featurize", (PyCFunction)(void (*)(void))Index_featurize, METH_VARARGS | METH_KEYWORDS,
-     "featurize(texts, mean=False) -> (ids, ends, weights): bytearrays of int32, int64 and "
-     "float32. Per text, its distinct vocabulary ids in ascending order and each one's count in "
-     "the text (count / the text's total with mean=True); ends[i] is where text i ends in ids. "
-     "Runs without the GIL."},
+     "featurize(texts, mean=False) -> (ids, offsets, weights): bytearrays of int32, int64 and "
+     "float32, CountVectorizer's CSR rows: per text, its distinct vocabulary ids in ascending "
+     "order and each one's count in the text (count / the text's total with mean=True); text i "
+     "is ids[offsets[i]:offsets[i + 1]]. Runs without the GIL."},
     {NULL, NULL, 0, NULL}
 };
 
@@ -805,18 +908,18 @@ static int count_one(CounterObject *self, PyObject *text, int lower_ascii) {
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
     Runs *r = &self->runs;
+    r->n = 0;
     if (tokenize(kind, data, PyUnicode_GET_LENGTH(text), lower_ascii, r) < 0) return -1;
     const int64_t doc = tr->n_docs++;
     const int64_t nt = r->n;
     if (GROW(self->toks, self->cap_toks, nt) < 0 || GROW(self->codes, self->cap_codes, nt) < 0 ||
         GROW(self->keys, self->cap_keys, nt) < 0)
         return -1;
-    for (int64_t k = 0; k < nt; k++) __builtin_prefetch(&tr->tokens.slots[mix64(r->hash[k]) &
-                                                                         tr->tokens.mask]);
+    for (int64_t k = 0; k < nt; k++) slot_start(token_table(tr, r->is_short[k]), r->key[k]);
     for (int64_t k = 0; k < nt; k++) {
         int added;
-        int64_t t = token_get_or_add(tr, r->hash[k], kind, data, r->start[k], r->len[k],
-                                     lower_ascii, &added);
+        int64_t t = token_get_or_add(tr, r->key[k], r->is_short[k], kind, data, r->start[k],
+                                     r->len[k], lower_ascii, &added);
         if (t < 0) return -1;
         __builtin_prefetch(&tr->tok_counts[t], 1);
         self->toks[k] = (int32_t)t;
@@ -921,7 +1024,7 @@ static PyObject *Counter_prune(CounterObject *self, PyObject *arg) {
     int64_t *tok_map = malloc((size_t)(tr->n_tok > 0 ? tr->n_tok : 1) * sizeof(int64_t));
     int64_t *deep_map = malloc((size_t)(tr->n_deep > 0 ? tr->n_deep : 1) * sizeof(int64_t));
     uint32_t *chars = NULL;
-    Table tokens = {0}, edges = {0};
+    Table short_tokens = {0}, tokens = {0}, edges = {0};
     if (!tok_map || !deep_map) goto nomem;
     /* Decide first, changing nothing: the new index of every survivor, -1 for the others. */
     int64_t nt = 0, nd = 0, n_chars = 0;
@@ -936,7 +1039,9 @@ static PyObject *Counter_prune(CounterObject *self, PyObject *arg) {
         deep_map[d] = keep ? nd++ : -1;
     }
     chars = malloc((size_t)(n_chars > 0 ? n_chars : 1) * sizeof(uint32_t));
-    if (!chars || table_init(&tokens, nt) < 0 || table_init(&edges, nd) < 0) goto nomem;
+    if (!chars || table_init(&short_tokens, nt) < 0 || table_init(&tokens, nt) < 0 ||
+        table_init(&edges, nd) < 0)
+        goto nomem;
     /* Compact in place: a survivor only moves towards the front. */
     int64_t pos = 0;
     for (int64_t t = 0; t < tr->n_tok; t++) {
@@ -944,14 +1049,16 @@ static PyObject *Counter_prune(CounterObject *self, PyObject *arg) {
         if (k < 0) continue;
         int32_t len = tr->tok_len[t];
         memcpy(chars + pos, tr->chars + tr->tok_start[t], (size_t)len * sizeof(uint32_t));
-        uint64_t h = FNV_OFFSET;
-        for (int32_t j = 0; j < len; j++) h = (h ^ chars[pos + j]) * FNV_PRIME;
-        h = token_hash_end(h, len);
-        uint64_t i = mix64(h) & tokens.mask;
-        while (tokens.slots[i].idx != EMPTY) i = (i + 1) & tokens.mask;
-        tokens.slots[i].key = h;
-        tokens.slots[i].idx = (int32_t)k;
-        tokens.used++;
+        KeyBuilder kb;
+        key_start(&kb);
+        for (int32_t j = 0; j < len; j++) key_add(&kb, chars[pos + j]);
+        Table *table = kb.is_short ? &short_tokens : &tokens;
+        uint64_t key = key_end(&kb);
+        uint64_t i = mix64(key) & table->mask;
+        while (table->slots[i].idx != EMPTY) i = (i + 1) & table->mask;
+        table->slots[i].key = key;
+        table->slots[i].idx = (int32_t)k;
+        table->used++;
         tr->tok_start[k] = pos;
         tr->tok_len[k] = len;
         tr->tok_counts[k] = tr->tok_counts[t];
@@ -982,8 +1089,10 @@ static PyObject *Counter_prune(CounterObject *self, PyObject *arg) {
     tr->n_chars = tr->cap_chars = n_chars;
     tr->n_tok = nt;
     tr->n_deep = nd;
+    table_free(&tr->short_tokens);
     table_free(&tr->tokens);
     table_free(&tr->edges);
+    tr->short_tokens = short_tokens;
     tr->tokens = tokens;
     tr->edges = edges;
     free(tok_map);
@@ -993,6 +1102,7 @@ nomem:
     free(tok_map);
     free(deep_map);
     free(chars);
+    table_free(&short_tokens);
     table_free(&tokens);
     table_free(&edges);
     return PyErr_NoMemory();
@@ -1128,7 +1238,10 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__ngrams(void) {
-    for (Py_UCS4 c = 0; c < 128; c++) ascii_word[c] = Py_UNICODE_ISALNUM(c) || c == '_';
+    for (Py_UCS4 c = 0; c < 256; c++) {
+        latin1_word[c] = Py_UNICODE_ISALNUM(c) || c == '_';
+        if (c < 128) ascii_word[c] = latin1_word[c];
+    }
     str_lower = PyObject_GetAttrString((PyObject *)&PyUnicode_Type, "lower");
     if (!str_lower) return NULL;
     if (PyType_Ready(&IndexType) < 0 || PyType_Ready(&CounterType) < 0) return NULL;

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .baselines import (
@@ -91,38 +92,40 @@ def throughput(predict: Predict, texts: list[str], batch_sizes: Sequence[int], r
 
 PROFILE_PARTS = {"featurize": "featurise (compiled: n-grams + lookup + counts)",
                  "tensors": "numpy buffers -> torch tensors", "model": "model (EmbeddingBag + MLP)",
-                 "other": "other (argmax, labels, Python)"}
+                 "other": "other (argmax, labels, threads, Python)"}
 
 
 def profile_student(student: Any, texts: list[str], batch_size: int, repeats: int
                     ) -> dict[str, float]:
-    """Seconds per 1,000 texts of each part of the student's end-to-end prediction, and of
-    scikit-learn's `transform` (the featuriser it replaced) on the same texts."""
-    chunks = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
+    """Seconds per 1,000 texts of each part of the student's end-to-end prediction, each part
+    run as the end-to-end path runs it (the same chunks on the same threads); the featuriser
+    alone on one thread, and scikit-learn's `transform` (which it replaced) on the same texts."""
+    from .featurize import Featurizer
+
+    batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
+    chunks = [student.chunks(b, batch_size) for b in batches]
     mean = student.pooling == "mean"
-    bags = [student.featurizer.bag(c, mean=mean) for c in chunks]
-    tensors = [student.tensors(c) for c in chunks]
+    bags = [[student.featurizer.bag(c, mean=mean) for c in cs] for cs in chunks]
+    inputs = [[student.tensors(c) for c in cs] for cs in chunks]
+    one_thread = Featurizer(student.featurizer.vocab, threads=1)
     vectorizer = student.featurizer.vocab.vectorizer().fit([])
     per_k = 1000 / len(texts)
 
     def timed(run: Callable[[], Any]) -> float:
         return per_k * len(texts) / median_rate(run, len(texts), repeats)
 
-    featurize = timed(lambda: [student.featurizer.bag(c, mean=mean) for c in chunks])
-    to_tensors = timed(lambda: [(torch.from_numpy(b.ids), torch.from_numpy(b.offsets),
-                                 torch.from_numpy(b.weights)) for b in bags])
-
-    @torch.inference_mode()
-    def forward() -> None:
-        for t in tensors:
-            student.model(*t).argmax(dim=1)
-
-    model = timed(forward)
-    total = timed(lambda: [student.predict(c) for c in chunks])
-    sklearn = timed(lambda: [vectorizer.transform(c) for c in chunks])
+    featurize = timed(lambda: [student.map(lambda c: student.featurizer.bag(c, mean=mean), cs)
+                               for cs in chunks])
+    to_tensors = timed(lambda: [[(torch.from_numpy(b.ids), torch.from_numpy(b.offsets),
+                                  torch.from_numpy(b.weights)) for b in bs] for bs in bags])
+    model = timed(lambda: [np.concatenate(student.map(student.forward, i)).argmax(axis=1)
+                           for i in inputs])
+    total = timed(lambda: [student.predict(b) for b in batches])
+    alone = timed(lambda: [one_thread.bag(b, mean=mean) for b in batches])
+    sklearn = timed(lambda: [vectorizer.transform(b) for b in batches])
     return {"featurize": featurize, "tensors": to_tensors, "model": model,
             "other": max(total - featurize - to_tensors - model, 0.0), "total": total,
-            "sklearn_transform": sklearn}
+            "featurize_1_thread": alone, "sklearn_transform": sklearn}
 
 
 def machine_busy_s() -> float | None:
@@ -306,11 +309,12 @@ SHORT = {"DAN from scratch (gold only)": "DAN scratch", "TF-IDF + logistic regre
 
 
 def student_speed(d: DatasetResult) -> dict[str, float]:
-    """The best student's end-to-end and model-only texts/s, and the featuriser's against
-    scikit-learn's transform (from the profile, per 1,000 texts)."""
+    """The best student's end-to-end and model-only texts/s, and the featuriser's (on the
+    student's threads, and on one) against scikit-learn's transform (from the profile)."""
     p = d.profile
     return {"e2e": d.model(d.extra["best_student"]).texts_per_s,
             "model_only": 1000 / p["model"], "featurize": 1000 / p["featurize"],
+            "featurize_1": 1000 / p["featurize_1_thread"],
             "sklearn": 1000 / p["sklearn_transform"]}
 
 
@@ -329,9 +333,9 @@ def targets(d: DatasetResult) -> list[tuple[str, bool, str]]:
         rows.append((f"student >= {name}", student.test_accuracy >= other.test_accuracy,
                      f"{100 * (student.test_accuracy - other.test_accuracy):+.1f} points"))
     speed = student_speed(d)
-    rows.append(("featuriser >= 10x scikit-learn's transform",
-                 speed["featurize"] >= 10 * speed["sklearn"],
-                 f"{speed['featurize'] / speed['sklearn']:.1f}x"))
+    rows.append(("featuriser >= 10x scikit-learn's transform (both on one thread)",
+                 speed["featurize_1"] >= 10 * speed["sklearn"],
+                 f"{speed['featurize_1'] / speed['sklearn']:.1f}x"))
     for name in ("fastText supervised", "model2vec"):
         rate = d.model(name).texts_per_s
         rows.append((f"student end to end >= {SHORT[name]}'s texts/s", speed["e2e"] >= rate,
@@ -407,16 +411,17 @@ def render_results(datasets: list[DatasetResult], command: str, when: str, host:
                      + " | ".join(f"{d.model(n).test_accuracy:.4f}" for n in BASELINES) + " |")
     lines += ["", "## Speed (texts/s, end to end unless said)", "",
               "| data set | student | student model only | student / model only | featuriser "
-              "| scikit-learn transform | featuriser / scikit-learn | fastText | model2vec "
-              "| TF-IDF + LR | teacher | student / teacher |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| featuriser, 1 thread | scikit-learn transform | featuriser (1 thread) / "
+              "scikit-learn | fastText | model2vec | TF-IDF + LR | teacher | student / teacher |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for d in datasets:
         sp = student_speed(d)
         teacher = d.model("teacher")
         lines.append(
             f"| {d.name} | {sp['e2e']:,.0f} | {sp['model_only']:,.0f} | "
-            f"{sp['e2e'] / sp['model_only']:.0%} | {sp['featurize']:,.0f} | {sp['sklearn']:,.0f} "
-            f"| {sp['featurize'] / sp['sklearn']:.1f}x "
+            f"{sp['e2e'] / sp['model_only']:.0%} | {sp['featurize']:,.0f} "
+            f"| {sp['featurize_1']:,.0f} | {sp['sklearn']:,.0f} "
+            f"| {sp['featurize_1'] / sp['sklearn']:.1f}x "
             f"| {d.model('fastText supervised').texts_per_s:,.0f} "
             f"| {d.model('model2vec').texts_per_s:,.0f} "
             f"| {d.model('TF-IDF + logistic regression').texts_per_s:,.0f} "
@@ -451,6 +456,8 @@ def render_results(datasets: list[DatasetResult], command: str, when: str, host:
         for part, label in PROFILE_PARTS.items():
             lines.append(f"| {label} | {1000 * p[part]:.1f} | {p[part] / p['total']:.0%} |")
         lines += [f"| total | {1000 * p['total']:.1f} | |",
+                  f"| (the featuriser alone on one thread) | {1000 * p['featurize_1_thread']:.1f} "
+                  "| |",
                   f"| (scikit-learn's transform on the same texts, which the featuriser "
                   f"replaces) | {1000 * p['sklearn_transform']:.1f} | |", ""]
         if d.name in figures:

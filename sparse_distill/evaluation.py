@@ -163,9 +163,6 @@ def measure_speed(texts: list[str], teacher_labels: Callable[..., list[str]], to
                   report: Reporter) -> dict[str, Any]:
     """samples/s end to end and model only, per batch size, for teacher and student."""
     encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-    # The model's inputs exactly as the end-to-end path makes them, made beforehand.
-    inputs = student.tensors(texts)
-    offsets = inputs[1].numpy()  # (n_texts + 1,)
     rows: dict[str, dict[str, dict[str, float]]] = {"teacher": {}, "student": {}}
     report.start("speed", 2 * len(batch_sizes), unit="runs")
     for bs in batch_sizes:
@@ -177,17 +174,18 @@ def measure_speed(texts: list[str], teacher_labels: Callable[..., list[str]], to
             "model_only_samples_per_s": median_rate(
                 lambda n=n, bs=bs: teacher_labels(texts[:n], bs, encoded[:n]), n, repeats)}
         report.update(1)
+        batches = [texts[i:i + bs] for i in range(0, len(texts), bs)]
+        # The model's inputs exactly as the end-to-end path makes them (the same chunks, on
+        # the same threads), made beforehand.
+        prepared = [[student.tensors(c) for c in student.chunks(b, bs)] for b in batches]
 
-        def student_e2e(bs: int = bs) -> None:
-            for i in range(0, len(texts), bs):
-                student.predict(texts[i:i + bs])
+        def student_e2e(batches: list[list[str]] = batches) -> None:
+            for batch in batches:
+                student.predict(batch)
 
-        @torch.inference_mode()
-        def student_model(bs: int = bs) -> None:
-            for i in range(0, len(texts), bs):
-                lo, hi = offsets[i], offsets[min(i + bs, len(texts))]
-                student.model(inputs[0][lo:hi], torch.from_numpy(offsets[i:i + bs + 1] - lo),
-                              inputs[2][lo:hi]).argmax(dim=1)
+        def student_model(prepared: list[list[Any]] = prepared) -> None:
+            for inputs in prepared:
+                np.concatenate(student.map(student.forward, inputs)).argmax(axis=1)
 
         rows["student"][str(bs)] = {
             "samples_per_s": median_rate(student_e2e, len(texts), repeats),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -137,14 +138,19 @@ def compiled_module() -> Any:
     return _ngrams
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS: dict[tuple[str, int], ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
 
 
-def _pool(threads: int) -> ThreadPoolExecutor:
-    """One pool per size for the process: featurisers share their threads."""
-    if threads not in _POOLS:
-        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="sdistill-featurize")
-    return _POOLS[threads]
+def thread_pool(threads: int, purpose: str) -> ThreadPoolExecutor:
+    """The process's pool of `threads` threads for `purpose`, shared by every object with that
+    purpose. Pools of different purposes are apart, so that work in one may wait on another
+    without taking its threads."""
+    with _POOLS_LOCK:
+        if (purpose, threads) not in _POOLS:
+            _POOLS[purpose, threads] = ThreadPoolExecutor(
+                threads, thread_name_prefix=f"sdistill-{purpose}")
+        return _POOLS[purpose, threads]
 
 
 class Featurizer:
@@ -186,7 +192,7 @@ class Featurizer:
             return _as_bag([self._index.featurize(texts, mean)])
         bounds = np.linspace(0, len(texts), n_chunks + 1).astype(int)
         chunks = [texts[a:b] for a, b in itertools.pairwise(bounds)]
-        return _as_bag(list(_pool(self.threads).map(
+        return _as_bag(list(thread_pool(self.threads, "featurize").map(
             lambda chunk: self._index.featurize(chunk, mean), chunks)))
 
     def nbytes(self) -> int:
@@ -195,17 +201,19 @@ class Featurizer:
 
 
 def _as_bag(parts: list[tuple[bytearray, bytearray, bytearray]]) -> Bag:
-    """The compiled featuriser's (ids, ends, weights) per chunk -> one Bag."""
+    """The compiled featuriser's (ids, offsets, weights) per chunk -> one Bag."""
+    if len(parts) == 1:  # the extension's buffers as they are: no copy
+        ids, offsets, weights = parts[0]
+        return Bag(np.frombuffer(ids, dtype=np.int32), np.frombuffer(offsets, dtype=np.int64),
+                   np.frombuffer(weights, dtype=np.float32))
     ids = [np.frombuffer(p[0], dtype=np.int32) for p in parts]
-    ends = [np.frombuffer(p[1], dtype=np.int64) for p in parts]
-    weights = [np.frombuffer(p[2], dtype=np.float32) for p in parts]
-    offsets = np.empty(sum(len(e) for e in ends) + 1, dtype=np.int64)  # (n_texts + 1,)
+    starts = [np.frombuffer(p[1], dtype=np.int64) for p in parts]  # each (chunk + 1,)
+    offsets = np.empty(sum(len(o) - 1 for o in starts) + 1, dtype=np.int64)  # (n_texts + 1,)
     offsets[0] = 0
     at, base = 1, 0
-    for e, i in zip(ends, ids, strict=True):
-        offsets[at:at + len(e)] = e + base
-        at += len(e)
+    for o, i in zip(starts, ids, strict=True):
+        offsets[at:at + len(o) - 1] = o[1:] + base
+        at += len(o) - 1
         base += len(i)
-    if len(parts) == 1:  # the extension's buffers, without a copy
-        return Bag(ids[0], offsets, weights[0])
-    return Bag(np.concatenate(ids), offsets, np.concatenate(weights))
+    return Bag(np.concatenate(ids), offsets,
+               np.concatenate([np.frombuffer(p[2], dtype=np.float32) for p in parts]))

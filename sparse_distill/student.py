@@ -10,11 +10,14 @@ files memory-mapped once per vocabulary and text list; a batch is a vectorised g
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,14 @@ from torch import nn
 from .config import Config, StudentConfig, as_config
 from .data import load_labeled
 from .errors import DataError
-from .featurize import Bag, Featurizer, Vocabulary
+from .featurize import (
+    MIN_TEXTS_PER_THREAD,
+    Bag,
+    Featurizer,
+    Vocabulary,
+    thread_pool,
+    usable_cpus,
+)
 from .progress import Reporter
 from .rundir import (
     StageResult,
@@ -91,8 +101,22 @@ class SparseDAN(nn.Module):
                                      per_sample_weights=per_id, include_last_offset=True)
         if self.dense_bf16 and pooled.is_cuda:
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                return self.mlp(pooled).float()  # (batch, n_classes)
-        return self.mlp(pooled)  # pooled: (batch, d)
+                return self._mlp(pooled).float()  # (batch, n_classes)
+        return self._mlp(pooled)  # pooled: (batch, d)
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return self.mlp(x)
+        # At inference the dropouts are identities: the layers run as plain functions, without
+        # nn.Module's per-call overhead (most of a one-text prediction's time otherwise).
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):
+                x = F.linear(x, layer.weight, layer.bias)
+            elif isinstance(layer, nn.ReLU):
+                x = torch.relu(x)
+            elif isinstance(layer, nn.Tanh):
+                x = torch.tanh(x)
+        return x
 
     def dense_parameters(self) -> list[nn.Parameter]:
         return list(self.mlp.parameters())
@@ -204,24 +228,63 @@ def featurize_corpus(texts: list[str], vocab: Vocabulary, directory: Path,
 # A trained student: load and predict
 
 
-class Student:
-    """A trained student directory: `Student.load(dir).predict(["some text", ...])`."""
+_torch_threads_lock = threading.Lock()
+_torch_threads_users = 0
+_torch_threads_saved = 1
 
-    def __init__(self, model: SparseDAN, vocab: Vocabulary, labels: list[str], pooling: str):
+
+@contextlib.contextmanager
+def torch_single_threaded() -> Iterator[None]:
+    """torch on one intra-op thread while this package's own threads each run a model call.
+
+    Each thread's call would otherwise start an OpenMP team as wide as the machine, and two
+    teams on two cores fight over them. Re-entrant and thread-safe: torch's setting comes back
+    when the last user leaves (changing it costs ~0.5 ms, so only calls that split their work
+    across threads take this)."""
+    global _torch_threads_users, _torch_threads_saved
+    with _torch_threads_lock:
+        if _torch_threads_users == 0:
+            _torch_threads_saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _torch_threads_users += 1
+    try:
+        yield
+    finally:
+        with _torch_threads_lock:
+            _torch_threads_users -= 1
+            if _torch_threads_users == 0:
+                torch.set_num_threads(_torch_threads_saved)
+
+
+class Student:
+    """A trained student directory: `Student.load(dir).predict(["some text", ...])`.
+
+    A call of many texts is cut into chunks that `threads` threads (default: every usable CPU)
+    each featurise and classify whole, torch running on one thread meanwhile: the featuriser
+    and the model both wait on memory, and side by side they keep both cores busy where one
+    after the other, each split across the cores, did not (measured in scripts/
+    bench_inference.py). A call of fewer than 2 x 256 texts runs in the calling thread.
+    """
+
+    def __init__(self, model: SparseDAN, vocab: Vocabulary, labels: list[str], pooling: str,
+                 threads: int | None = None):
         self.model = model.eval()
-        self.featurizer = Featurizer(vocab)
+        self.featurizer = Featurizer(vocab, threads=1)  # the chunks are the parallel work
         self.labels = labels
         self.pooling = pooling
+        self.threads = max(1, threads or usable_cpus())
 
     @classmethod
-    def load(cls, directory: str | Path, weights: str = "model.safetensors") -> Student:
+    def load(cls, directory: str | Path, weights: str = "model.safetensors",
+             threads: int | None = None) -> Student:
         directory = Path(directory)
         meta = json.loads((directory / "student.json").read_text(encoding="utf-8"))
         arch = meta["architecture"]
         model = SparseDAN(arch["vocab_size"], len(meta["labels"]), arch["embedding_dim"],
                           arch["hidden_dims"], arch["pooling"], arch["activation"], 0.0)
         model.load_state_dict(load_file(str(directory / weights)))
-        return cls(model, Vocabulary.load(directory / "vocab"), meta["labels"], arch["pooling"])
+        return cls(model, Vocabulary.load(directory / "vocab"), meta["labels"], arch["pooling"],
+                   threads)
 
     def tensors(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The model's inputs for `texts`: ids (nnz,) int32, offsets (n + 1,) int64 and weights
@@ -231,10 +294,30 @@ class Student:
                 torch.from_numpy(bag.weights))
 
     @torch.inference_mode()
+    def forward(self, inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> np.ndarray:
+        """(n_texts, n_classes) logits of inputs made by `tensors`."""
+        return self.model(*inputs).numpy()
+
+    def map(self, fn: Callable[[Any], np.ndarray], items: list[Any]) -> list[np.ndarray]:
+        """`fn` over `items` on the student's threads (torch single-threaded meanwhile), in
+        order; one item, or one thread, runs in the calling thread."""
+        if len(items) <= 1 or self.threads == 1:
+            return [fn(item) for item in items]
+        with torch_single_threaded():
+            return list(thread_pool(self.threads, "student").map(fn, items))
+
+    def chunks(self, texts: list[str], batch_size: int = 1024) -> list[list[str]]:
+        """`texts` cut as `logits` cuts them: at most batch_size texts a chunk, and at least
+        MIN_TEXTS_PER_THREAD (a chunk costs a thread handover)."""
+        size = min(batch_size, max(MIN_TEXTS_PER_THREAD, -(-len(texts) // self.threads)))
+        return [texts[i:i + size] for i in range(0, len(texts), size)]
+
     def logits(self, texts: list[str], batch_size: int = 1024) -> np.ndarray:
-        out = [self.model(*self.tensors(texts[start:start + batch_size])).numpy()
-               for start in range(0, len(texts), batch_size)]  # each (batch, n_classes)
-        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+        if not texts:
+            return np.zeros((0, len(self.labels)), np.float32)
+        # each (chunk, n_classes)
+        return np.concatenate(self.map(lambda chunk: self.forward(self.tensors(chunk)),
+                                       self.chunks(texts, batch_size)))
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         return torch.softmax(torch.from_numpy(self.logits(texts)), dim=-1).numpy()

@@ -237,3 +237,32 @@ def test_a_fine_tune_resumed_after_a_crash_equals_an_uninterrupted_one(config_di
         (tmp_path / "a" / "student" / "manifest.json").read_text())["results"]
     assert (tmp_path / "b" / "student" / "model.safetensors").read_bytes() == \
         (tmp_path / "a" / "student" / "model.safetensors").read_bytes()
+
+
+def test_threads_split_a_large_call_and_give_the_same_logits(trained_student):
+    import threading
+
+    import torch
+
+    from sparse_distill.student import Student
+
+    texts = [f"a warm film {i} with a dull plot" if i % 3 else "awful" for i in range(1500)]
+    one = Student.load(trained_student, threads=1)
+    two = Student.load(trained_student, threads=2)
+    assert [len(c) for c in two.chunks(texts)] == [750, 750]  # a share a thread
+    assert [len(c) for c in one.chunks(texts)] == [1024, 476]  # at most batch_size a chunk
+    before = torch.get_num_threads()
+    expected = one.logits(texts)
+    assert np.array_equal(two.logits(texts), expected)  # bit for bit
+    assert torch.get_num_threads() == before  # torch's setting comes back
+    # Concurrent callers share the threads and leave torch as they found it.
+    results: list[np.ndarray] = []
+    workers = [threading.Thread(target=lambda: results.append(two.logits(texts)))
+               for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert all(np.array_equal(r, expected) for r in results) and len(results) == 3
+    assert torch.get_num_threads() == before
+    assert two.predict(texts[:1]) == one.predict(texts[:1])  # a small call: inline
