@@ -278,6 +278,13 @@ def check_sources(cfg: Config) -> list[str]:
 # Readers: each yields Records with line numbers
 
 
+EMPTY_TEXT = "empty text"
+
+
+def not_utf8(exc: UnicodeDecodeError) -> str:
+    return f"not valid UTF-8 (byte {exc.start})"
+
+
 def _record(line: int, text: Any, label: Any, label_col: str | None, text_col: str) -> Record:
     if text is None:
         return Record(line, None, None, f"no {text_col!r} field")
@@ -286,7 +293,7 @@ def _record(line: int, text: Any, label: Any, label_col: str | None, text_col: s
     if _undecodable(text):
         return Record(line, None, None, "not valid UTF-8")
     if not text.strip():
-        return Record(line, None, None, "empty text")
+        return Record(line, None, None, EMPTY_TEXT)
     if label_col is None:
         return Record(line, text, None)
     if label is None or (isinstance(label, str) and not label.strip()):
@@ -305,9 +312,35 @@ def _read_txt(path: str, text_col: str, label_col: str | None) -> Iterator[Recor
             try:
                 text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
-                yield Record(line, None, None, f"not valid UTF-8 (byte {exc.start})")
+                yield Record(line, None, None, not_utf8(exc))
                 continue
             yield _record(line, text, None, None, text_col)
+
+
+def read_txt_batches(path: str, size: int) -> Iterator[tuple[list[int], list[str], list[Record]]]:
+    """A txt file (or stdin, "-"), one text a line, in batches of `size` lines: (the good lines'
+    numbers, their texts, the bad lines as Records). The checks of `read_text_file`, without a
+    Record for every good line: for `predict` on millions of lines."""
+    numbers: list[int] = []
+    texts: list[str] = []
+    bad: list[Record] = []
+    with _open_binary(path) as f:
+        for line, raw in enumerate(f, 1):
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                bad.append(Record(line, None, None, not_utf8(exc)))
+            else:
+                if text.strip():  # strict UTF-8 leaves no surrogate to check for
+                    numbers.append(line)
+                    texts.append(text)
+                else:
+                    bad.append(Record(line, None, None, EMPTY_TEXT))
+            if len(numbers) + len(bad) == size:
+                yield numbers, texts, bad
+                numbers, texts, bad = [], [], []
+    if numbers or bad:
+        yield numbers, texts, bad
 
 
 def _read_jsonl(path: str, text_col: str, label_col: str | None) -> Iterator[Record]:
@@ -316,7 +349,7 @@ def _read_jsonl(path: str, text_col: str, label_col: str | None) -> Iterator[Rec
             try:
                 decoded = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield Record(line, None, None, f"not valid UTF-8 (byte {exc.start})")
+                yield Record(line, None, None, not_utf8(exc))
                 continue
             if not decoded.strip():
                 yield Record(line, None, None, "empty line")

@@ -13,14 +13,16 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
-from .data import COMPRESSED, SUFFIX_FORMATS, Record, read_text_file
+from .data import COMPRESSED, SUFFIX_FORMATS, Record, read_text_file, read_txt_batches
 from .errors import DataError
+from .featurize import thread_pool
 from .student import Student
 
 
@@ -103,25 +105,44 @@ def predict_file(student: Student, input_path: str, output_path: str | None = No
     if input_path != "-" and not Path(input_path).is_file():
         raise DataError(f"{input_path}: file not found; give a text file, or - for stdin")
     stats = PredictStats()
-    records = read_text_file(input_path, fmt, text_column)
-    labels = student.labels
+    # While the student classifies one batch (on its own threads, mostly without the GIL), this
+    # thread reads the next and writes the last: reading and writing jsonl cost a third as much.
+    driver = thread_pool(1, "predict-driver")
+    pending: tuple[list[int], Future[np.ndarray]] | None = None
+
+    def write(numbers: list[int], probs: Future[np.ndarray]) -> None:
+        out.write(format_rows(numbers, probs.result(), student.labels, top_k))
+        stats.predicted += len(numbers)
+
     with _output(output_path) as out:
-        while batch := list(itertools.islice(records, batch_size)):
-            good: list[Record] = []
-            for rec in batch:
-                stats.read += 1
-                if rec.problem is None:
-                    good.append(rec)
-                    continue
+        for numbers, texts, bad in _batches(input_path, fmt, text_column, batch_size):
+            stats.read += len(numbers) + len(bad)
+            for rec in bad:
                 stats.skipped += 1
                 message = f"{input_path}:{rec.line}: {rec.problem}; skipped"
                 if len(stats.skipped_examples) < 20:
                     stats.skipped_examples.append(message)
                 if on_skip is not None:
                     on_skip(message)
-            if not good:
+            if not texts:
                 continue
-            probs = student.predict_proba([r.text for r in good])  # (batch, n_classes)
-            out.write(format_rows([r.line for r in good], probs, labels, top_k))
-            stats.predicted += len(good)
+            probs = driver.submit(student.predict_proba, texts)  # (batch, n_classes)
+            if pending is not None:
+                write(*pending)
+            pending = (numbers, probs)
+        if pending is not None:
+            write(*pending)
     return stats
+
+
+def _batches(path: str, fmt: str, text_column: str, size: int
+             ) -> Iterator[tuple[list[int], list[str], list[Record]]]:
+    """(line numbers, texts, bad lines) per batch of `size` lines of the input."""
+    if fmt == "txt":
+        yield from read_txt_batches(path, size)
+        return
+    records = read_text_file(path, fmt, text_column)
+    while batch := list(itertools.islice(records, size)):
+        good = [r for r in batch if r.problem is None]
+        yield ([r.line for r in good], [r.text for r in good],  # type: ignore[misc]
+               [r for r in batch if r.problem is not None])
