@@ -216,9 +216,9 @@ def train_dan_scratch(cfg: Config, data: LabeledData, workdir: Path, report: Rep
                     f"lr={lr:g}, batch {bs}, best of {state['step'] // per_epoch} epochs "
                     f"at epoch {state['best_step'] // per_epoch}, |V|={len(vocab):,}")
     model = SparseDAN(len(vocab), len(data.labels), s.embedding_dim, s.hidden_dims, s.pooling,
-                      s.activation, 0.0)
+                      s.activation, 0.0, initialise=False)
     assert best[1] is not None
-    model.load_state_dict(best[1])
+    model.load_state_dict(best[1], assign=True)
     student = Student(model, vocab, data.labels, s.pooling)
     return student.predict, best[0], best[2], student
 
