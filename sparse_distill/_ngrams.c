@@ -33,6 +33,12 @@
 #include <sys/mman.h>
 #endif
 
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
+
 #define DEEP 0x80000000u
 #define EMPTY (-1)
 #define MAX_ORDER 255
@@ -684,7 +690,7 @@ static int32_t *sort_ids(int32_t *a, int32_t *spare, int64_t n) {
 /* Prefetch the line of the slot where a lookup of `key` starts. */
 static inline uint64_t slot_start(const Table *t, uint64_t key) {
     uint64_t i = mix64(key) & t->mask;
-    __builtin_prefetch(&t->slots[i]);
+    PREFETCH(&t->slots[i]);
     return i;
 }
 
@@ -921,7 +927,7 @@ static int count_one(CounterObject *self, PyObject *text, int lower_ascii) {
         int64_t t = token_get_or_add(tr, r->key[k], r->is_short[k], kind, data, r->start[k],
                                      r->len[k], lower_ascii, &added);
         if (t < 0) return -1;
-        __builtin_prefetch(&tr->tok_counts[t], 1);
+        PREFETCH(&tr->tok_counts[t]);
         self->toks[k] = (int32_t)t;
         self->codes[k] = (uint32_t)t;
     }
@@ -937,7 +943,7 @@ static int count_one(CounterObject *self, PyObject *text, int lower_ascii) {
             int64_t d = edge_get_or_add(tr, (uint32_t)(self->keys[i] >> 32),
                                         (int32_t)(uint32_t)self->keys[i], n, &added);
             if (d < 0) return -1;
-            __builtin_prefetch(&tr->deep_counts[d], 1);
+            PREFETCH(&tr->deep_counts[d]);
             self->codes[i] = DEEP | (uint32_t)d;
         }
         for (int64_t i = 0; i < m; i++) count(&tr->deep_counts[self->codes[i] & ~DEEP], doc);
