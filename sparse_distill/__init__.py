@@ -11,11 +11,11 @@ from .config import Config, load_config
 from .data import LabeledData, load_labeled
 from .errors import ConfigError, DataError, FetchError, SDistillError, StageError
 from .featurize import Bag, Featurizer, Vocabulary
-from .vocab import build_vocab
 
-# The stages that need torch and transformers are imported on first use, so that the CLI and the
-# light stages start fast.
-_LAZY = {"teach": "teacher", "read_targets": "teacher", "train_student": "student",
+# The stages are imported on first use: the CLI starts fast, and the featuriser (the first piece
+# of the inference path) imports no training code.
+_LAZY = {"build_vocab": "vocab", "teach": "teacher", "read_targets": "teacher",
+         "train_student": "student",
          "Student": "student", "evaluate": "evaluation", "run_all": "pipeline",
          "predict_file": "predict"}
 

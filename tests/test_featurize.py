@@ -190,3 +190,15 @@ def test_mean_weights_average_over_occurrences():
     by_id = dict(zip(bag.ids[:2].tolist(), weights[:2].tolist(), strict=True))
     assert by_id[1] == pytest.approx(3 / 5)
     assert np.diff(bag.offsets).tolist() == [2, 0, 1, 0]
+
+
+def test_the_featuriser_imports_no_training_teacher_or_model_code():
+    import subprocess
+
+    code = ("import sys, sparse_distill.featurize; "
+            "print(' '.join(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'transformers', 'sklearn', 'scipy', 'datasets') or m in "
+            "('sparse_distill.vocab', 'sparse_distill.teacher', 'sparse_distill.student')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert loaded == []
