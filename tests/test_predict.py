@@ -62,3 +62,39 @@ def test_predict_reads_stdin(trained_student):
 def test_predict_names_a_wrong_directory(tmp_path):
     result = runner.invoke(app, ["predict", str(tmp_path)])
     assert result.exit_code == 1 and "not a student directory (no student.json)" in result.output
+
+
+def test_a_failure_while_classifying_leaves_no_output(trained_student, tmp_path, monkeypatch):
+    import pytest
+
+    from sparse_distill.predict import predict_file
+
+    student = Student.load(trained_student)
+    calls = []
+
+    def failing(texts):
+        calls.append(len(texts))
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return Student.predict_proba(student, texts)
+
+    monkeypatch.setattr(student, "predict_proba", failing)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("".join(f"text number {i}\n" for i in range(10)))
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        predict_file(student, str(texts), str(out), batch_size=3)
+    assert not out.exists() and list(tmp_path.iterdir()) == [texts]  # no temporary left
+
+
+def test_rows_are_in_input_order_across_many_batches(trained_student, tmp_path):
+    from sparse_distill.predict import predict_file
+
+    texts = tmp_path / "texts.txt"
+    lines = [f"a {'warm' if i % 2 else 'dull'} film number {i}" for i in range(2500)]
+    texts.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    stats = predict_file(Student.load(trained_student), str(texts), str(out), batch_size=700)
+    rows = rows_of(out.read_text())
+    assert stats.predicted == 2500 and [r["line"] for r in rows] == list(range(1, 2501))
+    assert [r["label"] for r in rows] == Student.load(trained_student).predict(lines)
