@@ -103,7 +103,8 @@ class VocabConfig:
     # Bounded memory: when more distinct n-grams than this are held while counting, the rarest are
     # pruned (recorded in the manifest; the vocabulary is exact when no pruning happened).
     max_candidates: int = field(default=20_000_000, metadata=_range(ge=1000))
-    # Texts analysed at a time: their n-grams are held as strings (~1,000 a long document).
+    # Texts counted between two checks of max_candidates (and two progress updates); with a
+    # token pattern other than the default, their n-grams are held as strings meanwhile.
     chunk_size: int = field(default=2_000, metadata=_range(ge=1))
 
     def _check(self) -> list[tuple[str, str]]:
