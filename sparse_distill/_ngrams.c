@@ -118,7 +118,10 @@ static int grow(void **ptr, int64_t *cap, int64_t need, size_t item) {
 #define GROW(arr, cap, need) grow((void **)&(arr), &(cap), (need), sizeof(*(arr)))
 
 /* ------------------------------------------------------------------------------------------ */
-/* One open-addressing table (linear probing, load <= 1/2) for tokens and for edges */
+/* One open-addressing table (linear probing) for tokens and for edges. Its slots number at
+ * least `spread` times its entries: 2 (load <= 1/2) for counting, where memory matters most, 4
+ * (load <= 1/4) for a vocabulary that featurises, where short probe runs do: on rt's 1M
+ * n-grams, 4 made featurising 10-15% faster than 2, and 8 no faster than 4. */
 
 typedef struct {
     uint64_t key;   /* tokens: the token's key (KeyBuilder); edges: parent code << 32 | token */
@@ -130,6 +133,7 @@ typedef struct {
     Slot *slots;
     uint64_t mask;
     int64_t used;
+    int spread;
 } Table;
 
 /* Memory for a table. A large one is asked for in 2 MiB huge pages where the OS has them
@@ -148,9 +152,9 @@ static void *table_alloc(size_t bytes) {
     return malloc(bytes);
 }
 
-static int table_init(Table *t, int64_t expected) {
+static int table_init(Table *t, int64_t expected, int spread) {
     uint64_t cap = 64;
-    while ((int64_t)cap < 2 * expected + 2) cap *= 2;
+    while ((int64_t)cap < spread * expected + 2) cap *= 2;
     t->slots = table_alloc(cap * sizeof(Slot));
     if (!t->slots) return -1;
     for (uint64_t i = 0; i < cap; i++) {
@@ -160,6 +164,7 @@ static int table_init(Table *t, int64_t expected) {
     }
     t->mask = cap - 1;
     t->used = 0;
+    t->spread = spread;
     return 0;
 }
 
@@ -179,12 +184,12 @@ static inline Slot *key_slot(const Table *t, uint64_t key) {
     }
 }
 
-/* Called after an insertion: doubles the table when it is half full. Slot pointers go stale. */
+/* Called after an insertion: grows the table past its load. Slot pointers go stale. */
 static int table_after_insert(Table *t) {
     t->used++;
-    if (2 * t->used + 2 <= (int64_t)(t->mask + 1)) return 0;
+    if (t->spread * t->used + 2 <= (int64_t)(t->mask + 1)) return 0;
     Table bigger;
-    if (table_init(&bigger, t->used) < 0) return -1;
+    if (table_init(&bigger, t->used, t->spread) < 0) return -1;
     for (uint64_t i = 0; i <= t->mask; i++) {
         const Slot *s = &t->slots[i];
         if (s->idx == EMPTY) continue;
@@ -248,8 +253,9 @@ static int trie_init(Trie *tr, int min_n, int max_n, int lowercase, int counting
     tr->lowercase = lowercase;
     tr->counting = counting;
     /* far fewer tokens than n-grams: that table grows as needed, and stays small and cached */
-    if (table_init(&tr->short_tokens, 1024) < 0 || table_init(&tr->tokens, 1024) < 0 ||
-        table_init(&tr->edges, expected) < 0) {
+    int spread = counting ? 2 : 4;
+    if (table_init(&tr->short_tokens, 1024, spread) < 0 ||
+        table_init(&tr->tokens, 1024, spread) < 0 || table_init(&tr->edges, expected, spread) < 0) {
         trie_free(tr);
         return -1;
     }
@@ -1045,8 +1051,8 @@ static PyObject *Counter_prune(CounterObject *self, PyObject *arg) {
         deep_map[d] = keep ? nd++ : -1;
     }
     chars = malloc((size_t)(n_chars > 0 ? n_chars : 1) * sizeof(uint32_t));
-    if (!chars || table_init(&short_tokens, nt) < 0 || table_init(&tokens, nt) < 0 ||
-        table_init(&edges, nd) < 0)
+    if (!chars || table_init(&short_tokens, nt, 2) < 0 || table_init(&tokens, nt, 2) < 0 ||
+        table_init(&edges, nd, 2) < 0)
         goto nomem;
     /* Compact in place: a survivor only moves towards the front. */
     int64_t pos = 0;
