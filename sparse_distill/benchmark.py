@@ -359,20 +359,21 @@ def write_figure(d: DatasetResult, path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    fig, ax = plt.subplots(figsize=(8.5, 4.8))
+    markers = {"teacher": "D", "student (KD)": "o", "student (KD+FT)": "o"}
     for m in d.models:
-        ours = m.name.startswith("student") or m.name == "teacher"
-        ax.scatter([m.texts_per_s], [m.test_accuracy], s=70 if ours else 45,
-                   marker="o" if ours else "s", zorder=3)
-        ax.annotate(f"{SHORT.get(m.name, m.name)}\n{m.texts_per_s:,.0f}/s",
-                    (m.texts_per_s, m.test_accuracy), textcoords="offset points",
-                    xytext=(7, -3), fontsize=8)
+        best = m.name == d.extra["best_student"]
+        ax.scatter([m.texts_per_s], [m.test_accuracy], s=90 if best else 50, zorder=3,
+                   marker=markers.get(m.name, "s"), edgecolors="black" if best else "none",
+                   label=f"{m.name}: {m.test_accuracy:.3f}, {m.texts_per_s:,.0f}/s")
     ax.set_xscale("log")
     ax.set_xlabel("texts/s, end to end on CPU, each at its fastest batch size (log)")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{d.name}: accuracy against throughput")
     ax.grid(True, which="both", alpha=0.3)
-    ax.margins(x=0.35, y=0.25)
+    ax.margins(x=0.1, y=0.15)
+    # A legend, not labels beside the points: the fast models sit close together.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
