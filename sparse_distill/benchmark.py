@@ -309,12 +309,15 @@ SHORT = {"DAN from scratch (gold only)": "DAN scratch", "TF-IDF + logistic regre
 
 
 def student_speed(d: DatasetResult) -> dict[str, float]:
-    """The best student's end-to-end and model-only texts/s, and the featuriser's (on the
-    student's threads, and on one) against scikit-learn's transform (from the profile)."""
+    """The best student's texts/s: end to end (as every model was measured), and from the
+    profile, whose parts are timed one right after the other on the same texts and batches:
+    end to end, model only, the featuriser on the student's threads and on one, and
+    scikit-learn's transform. Ratios take both sides from the profile: on a shared machine,
+    figures timed minutes apart differ by more than the ratio is meant to show."""
     p = d.profile
     return {"e2e": d.model(d.extra["best_student"]).texts_per_s,
-            "model_only": 1000 / p["model"], "featurize": 1000 / p["featurize"],
-            "featurize_1": 1000 / p["featurize_1_thread"],
+            "profile_e2e": 1000 / p["total"], "model_only": 1000 / p["model"],
+            "featurize": 1000 / p["featurize"], "featurize_1": 1000 / p["featurize_1_thread"],
             "sklearn": 1000 / p["sklearn_transform"]}
 
 
@@ -344,8 +347,9 @@ def targets(d: DatasetResult) -> list[tuple[str, bool, str]]:
                  speed["e2e"] >= 300 * teacher.texts_per_s,
                  f"{speed['e2e'] / teacher.texts_per_s:,.0f}x"))
     rows.append(("student end to end >= 50% of its model-only throughput",
-                 speed["e2e"] >= 0.5 * speed["model_only"],
-                 f"{speed['e2e'] / speed['model_only']:.0%}"))
+                 speed["profile_e2e"] >= 0.5 * speed["model_only"],
+                 f"{speed['profile_e2e'] / speed['model_only']:.0%} (profile: "
+                 f"{speed['profile_e2e']:,.0f} / {speed['model_only']:,.0f})"))
     return rows
 
 
@@ -411,16 +415,18 @@ def render_results(datasets: list[DatasetResult], command: str, when: str, host:
                      f"{student.test_accuracy / teacher.test_accuracy:.3f} | "
                      + " | ".join(f"{d.model(n).test_accuracy:.4f}" for n in BASELINES) + " |")
     lines += ["", "## Speed (texts/s, end to end unless said)", "",
-              "| data set | student | student model only | student / model only | featuriser "
-              "| featuriser, 1 thread | scikit-learn transform | featuriser (1 thread) / "
-              "scikit-learn | fastText | model2vec | TF-IDF + LR | teacher | student / teacher |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| data set | student | student in the profile: end to end / model only | "
+              "featuriser | featuriser, 1 thread | scikit-learn transform | "
+              "featuriser (1 thread) / scikit-learn | fastText | model2vec | TF-IDF + LR | teacher "
+              "| student / teacher |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for d in datasets:
         sp = student_speed(d)
         teacher = d.model("teacher")
         lines.append(
-            f"| {d.name} | {sp['e2e']:,.0f} | {sp['model_only']:,.0f} | "
-            f"{sp['e2e'] / sp['model_only']:.0%} | {sp['featurize']:,.0f} "
+            f"| {d.name} | {sp['e2e']:,.0f} | {sp['profile_e2e']:,.0f} / "
+            f"{sp['model_only']:,.0f} = {sp['profile_e2e'] / sp['model_only']:.0%} "
+            f"| {sp['featurize']:,.0f} "
             f"| {sp['featurize_1']:,.0f} | {sp['sklearn']:,.0f} "
             f"| {sp['featurize_1'] / sp['sklearn']:.1f}x "
             f"| {d.model('fastText supervised').texts_per_s:,.0f} "
