@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from benchutil import code_version, read_jsonl_texts
+from benchutil import code_version, median_s, read_jsonl_texts
 
 from sparse_distill.featurize import Vocabulary
 
@@ -241,16 +240,6 @@ def numba_candidate(work: Path) -> tuple[object, float]:
     import nb_featurize
 
     return nb_featurize, time.perf_counter() - start
-
-
-def median_s(run, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_one(item: str, cache: Path, nb: object, isword: np.ndarray, repeats: int) -> str:

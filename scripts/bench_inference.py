@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from benchutil import code_version, read_jsonl_texts
+from benchutil import code_version, median_s, read_jsonl_texts
 
 from sparse_distill.predict import predict_file
 from sparse_distill.student import Student
@@ -39,13 +38,7 @@ from sparse_distill.teacher import bf16_native
 
 
 def median_rate(run, n: int, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return n / statistics.median(times)
+    return n / median_s(run, repeats)
 
 
 def batches(texts: list[str], size: int) -> list[list[str]]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,3 +32,14 @@ def read_jsonl_texts(path: Path, limit: int | None = None) -> list[str]:
             if line.strip():
                 texts.append(json.loads(line)["text"])
     return texts
+
+
+def median_s(run: Callable[[], object], repeats: int) -> float:
+    """Median seconds of `repeats` calls of `run`, after one call to warm up."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

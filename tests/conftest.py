@@ -14,6 +14,17 @@ import pytest
 import yaml
 
 DATA = Path(__file__).parent / "data"
+# Texts for the vocabulary and featuriser tests: repeats, punctuation, 1-char tokens, an empty
+# text, accents.
+CORPUS = [
+    "The film is a delight, a real delight.",
+    "A dull film; the plot is dull and the acting is dull.",
+    "I loved it. Loved it!",
+    "Not a film I would see again, not at all.",
+    "x y z",  # 1-char tokens are dropped by the default token pattern
+    "",
+    "Café crème, naïve façade — ÉTÉ 2022 films",
+]
 
 
 @pytest.fixture

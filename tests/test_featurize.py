@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import CORPUS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.feature_extraction.text import CountVectorizer
@@ -17,16 +18,6 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sparse_distill import _ngrams
 from sparse_distill.errors import DataError
 from sparse_distill.featurize import Bag, Featurizer, Vocabulary
-
-CORPUS = [
-    "The film is a delight, a real delight.",
-    "A dull film; the plot is dull and the acting is dull.",
-    "I loved it. Loved it!",
-    "Not a film I would see again, not at all.",
-    "x y z",  # 1-char tokens are dropped by the default token pattern
-    "",
-    "Café crème, naïve façade — ÉTÉ 2022 films",
-]
 
 
 def vocabulary(ngrams: list[str], ngram_range=(1, 4), lowercase=True,

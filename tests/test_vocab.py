@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import DATA
+from conftest import CORPUS, DATA
 from sklearn.feature_extraction.text import CountVectorizer
 
 from sparse_distill.config import VocabConfig, config_from_dict
@@ -14,16 +14,6 @@ from sparse_distill.errors import DataError, StageError
 from sparse_distill.featurize import Vocabulary
 from sparse_distill.rundir import check_upstream
 from sparse_distill.vocab import build_vocab, count_ngrams, select_vocabulary
-
-CORPUS = [
-    "The film is a delight, a real delight.",
-    "A dull film; the plot is dull and the acting is dull.",
-    "I loved it. Loved it!",
-    "Not a film I would see again, not at all.",
-    "x y z",  # 1-char tokens are dropped by the default token pattern
-    "",
-    "Café crème, naïve façade — ÉTÉ 2022 films",
-]
 
 
 def fit(texts, **kwargs) -> Vocabulary:
