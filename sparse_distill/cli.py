@@ -216,9 +216,12 @@ def train_student(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = Fals
         table = Table(title="student", show_header=False, title_justify="left")
         table.add_row("parameters", f"{m['counts']['parameters']:,}")
         for name, res in m["results"].items():
+            planned = res.get("planned_steps")
+            stopped = (f", stopped early: {planned:,} planned"
+                       if planned is not None and res["steps"] < planned else "")
             table.add_row(f"{'KD' if name == 'kd' else 'KD+FT'} dev accuracy",
                           f"{res['dev_accuracy']:.4f} (best at step {res['best_step']} of "
-                          f"{res['steps']})")
+                          f"{res['steps']}{stopped})")
         table.add_row("wall time", f"{m['timings']['total_s']:.1f} s")
         out.print(table)
     out.print(f"output: {result.output}")

@@ -150,7 +150,8 @@ class TeacherConfig:
 
 @dataclass
 class DistillConfig:
-    steps: int = field(default=100_000, metadata=_range(ge=1))
+    # auto: 10 passes over the teacher-labelled corpus, at most 100,000 (student.AUTO_PASSES).
+    steps: int | Literal["auto"] = field(default="auto", metadata=_range(ge=1))
     batch_size: int = field(default=2048, metadata=_range(ge=1))
     lr: float = field(default=5.0e-4, metadata=_range(gt=0.0))
     temperature: float = field(default=1.0, metadata=_range(gt=0.0))
@@ -158,9 +159,10 @@ class DistillConfig:
     alpha: float = field(default=0.0, metadata=_range(ge=0.0, le=1.0))
     warmup_ratio: float = field(default=0.05, metadata=_range(ge=0.0, lt=1.0))
     schedule: Literal["linear", "polynomial", "constant"] = "linear"
-    eval_every: int = field(default=1000, metadata=_range(ge=1))
+    # auto: every half pass over the corpus.
+    eval_every: int | Literal["auto"] = field(default="auto", metadata=_range(ge=1))
     # Stop after this many evaluations without a better dev accuracy (0: never stop early).
-    patience: int = field(default=0, metadata=_range(ge=0))
+    patience: int = field(default=4, metadata=_range(ge=0))
 
 
 @dataclass
@@ -169,7 +171,8 @@ class FinetuneConfig:
     epochs: int = field(default=10, metadata=_range(ge=0))
     batch_size: int = field(default=32, metadata=_range(ge=1))
     lr: float = field(default=1.0e-4, metadata=_range(gt=0.0))
-    patience: int = field(default=0, metadata=_range(ge=0))
+    # Epochs without a better dev accuracy before stopping (0: never stop early).
+    patience: int = field(default=3, metadata=_range(ge=0))
 
 
 @dataclass
@@ -244,7 +247,7 @@ def _type_name(tp: Any) -> str:
         return "one of " + ", ".join(str(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
         names = [_type_name(a) for a in typing.get_args(tp) if a is not type(None)]
-        return " or ".join(names) + " or null"
+        return " or ".join(names) + (" or null" if type(None) in typing.get_args(tp) else "")
     if origin is list:
         (item,) = typing.get_args(tp)
         inner = _type_name(item)
@@ -263,9 +266,17 @@ def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
         return _build(tp, value, key, problems)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
+        if value is None and type(None) in typing.get_args(tp):
             return None
-        return _convert(args[0], value, key, problems)
+        if len(args) == 1:
+            return _convert(args[0], value, key, problems)
+        for arg in args:  # the first that takes the value, e.g. an int or "auto"
+            try:
+                return _convert(arg, value, key, [])
+            except _Invalid:
+                continue
+        problems.append(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise _Invalid
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:

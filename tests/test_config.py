@@ -62,6 +62,15 @@ def test_out_of_range_values_quote_the_value(config_dict):
     ]
 
 
+def test_steps_take_an_int_or_auto(config_dict):
+    config_dict["student"] = {"distill": {"steps": "auto", "eval_every": 50}}
+    assert config_from_dict(config_dict).student.distill.steps == "auto"
+    config_dict["student"] = {"distill": {"steps": "fast", "eval_every": 0}}
+    assert problems_of(config_dict) == [
+        "student.distill.steps: expected an int or one of auto, got 'fast'",
+        "student.distill.eval_every: must be >= 1, got 0"]
+
+
 def test_choice_lists_the_valid_options(config_dict):
     config_dict["student"] = {"pooling": "avg"}
     assert problems_of(config_dict) == [

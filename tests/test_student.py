@@ -10,10 +10,17 @@ import pytest
 import torch
 from conftest import student_section, teacher_config
 
-from sparse_distill.config import config_from_dict
+from sparse_distill.config import DistillConfig, config_from_dict
 from sparse_distill.errors import StageError
 from sparse_distill.featurize import Bag
-from sparse_distill.student import Corpus, SparseDAN, Student, kd_loss, train_student
+from sparse_distill.student import (
+    Corpus,
+    SparseDAN,
+    Student,
+    distill_schedule,
+    kd_loss,
+    train_student,
+)
 from sparse_distill.teacher import teach
 from sparse_distill.vocab import build_vocab
 
@@ -110,6 +117,7 @@ def test_stage_writes_a_self_contained_student(config_dict, tiny_classifier, tmp
 def test_resume_equals_an_uninterrupted_run(config_dict, tiny_classifier, tmp_path, monkeypatch):
     from sparse_distill import student as student_mod
 
+    monkeypatch.setattr(student_mod, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint every evaluation
     whole = student_config(dict(config_dict, run={"dir": str(tmp_path / "a")}), tiny_classifier)
     pipeline(whole)
     broken = student_config(dict(config_dict, run={"dir": str(tmp_path / "b")}), tiny_classifier)
@@ -216,6 +224,7 @@ def test_a_fine_tune_resumed_after_a_crash_equals_an_uninterrupted_one(config_di
                                                                         tmp_path, monkeypatch):
     from sparse_distill import student as student_mod
 
+    monkeypatch.setattr(student_mod, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint every evaluation
     whole = student_config(dict(config_dict, run={"dir": str(tmp_path / "a")}), tiny_classifier)
     pipeline(whole)
     broken = student_config(dict(config_dict, run={"dir": str(tmp_path / "b")}), tiny_classifier)
@@ -266,3 +275,36 @@ def test_threads_split_a_large_call_and_give_the_same_logits(trained_student):
     assert all(np.array_equal(r, expected) for r in results) and len(results) == 3
     assert torch.get_num_threads() == before
     assert two.predict(texts[:1]) == one.predict(texts[:1])  # a small call: inline
+
+
+def test_auto_schedule_is_ten_passes_evaluated_every_half_pass():
+    # rt's corpus: 278,263 texts at batch 2048 is 135.9 steps a pass.
+    assert distill_schedule(DistillConfig(), 278_263) == (1359, 68)
+    assert distill_schedule(DistillConfig(steps=3000, eval_every=250), 278_263) == (3000, 250)
+    assert distill_schedule(DistillConfig(batch_size=8), 5) == (7, 1)
+    assert distill_schedule(DistillConfig(), 10**9)[0] == 100_000  # the paper's cap
+    assert distill_schedule(DistillConfig(steps=10), 10**6) == (10, 10)  # eval at least at the end
+
+
+def test_defaults_stop_early_when_dev_stops_improving(config_dict, tiny_classifier, monkeypatch):
+    from sparse_distill import student as student_mod
+
+    # An lr too small to move the weights: dev accuracy never improves on the first evaluation,
+    # so distillation stops after 1 + patience evaluations of the auto schedule.
+    cfg = student_config(config_dict, tiny_classifier,
+                         distill={"steps": "auto", "eval_every": "auto", "batch_size": 8,
+                                  "lr": 1e-12, "patience": 2},
+                         finetune={"epochs": 0})
+    saves = []
+    real_save = student_mod.PhaseTrainer.save
+    monkeypatch.setattr(student_mod.PhaseTrainer, "save",
+                        lambda self: (saves.append(self.state["step"]), real_save(self)))
+    result = pipeline(cfg)
+    kd = result.manifest["results"]["kd"]
+    n_rows = result.manifest["counts"]["targets"]
+    assert kd["planned_steps"] == -(-10 * n_rows // 8)
+    assert kd["eval_every"] == -(-n_rows // 16)
+    assert kd["steps"] == 3 * kd["eval_every"] < kd["planned_steps"]
+    log = [json.loads(x) for x in (result.output / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [kd["eval_every"] * i for i in (1, 2, 3)]
+    assert saves == [kd["steps"]]  # a checkpoint at the stop; the evaluations before, seconds apart
