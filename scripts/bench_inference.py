@@ -30,15 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchutil import code_version, median_s, read_jsonl_texts
+from benchutil import code_version, read_jsonl_texts
 
+from sparse_distill.evaluation import median_rate
 from sparse_distill.predict import predict_file
 from sparse_distill.student import Student
 from sparse_distill.teacher import bf16_native
-
-
-def median_rate(run, n: int, repeats: int) -> float:
-    return n / median_s(run, repeats)
 
 
 def batches(texts: list[str], size: int) -> list[list[str]]:
