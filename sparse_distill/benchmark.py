@@ -215,7 +215,7 @@ def benchmark_config(cfg: Config | str | Path, report: Reporter | None = None,
     def teacher(batch: list[str]) -> list[str]:
         logits = predict_logits(teacher_model, tokenizer, batch, max_length=t.max_length,
                                 batch_size=len(batch), device=rt.device, precision=precision,
-                                sort_by_length=t.sort_by_length)
+                                sort_by_length=t.sort_by_length, max_windows=t.max_windows)
         return [data.labels[i] for i in logits[:, columns].argmax(axis=1)]
 
     teacher_dev = accuracy(teacher, data.dev.texts, data.dev.labels)

@@ -135,6 +135,9 @@ class TeacherConfig:
     warmup_ratio: float = field(default=0.06, metadata=_range(ge=0.0, lt=1.0))
     weight_decay: float = field(default=0.01, metadata=_range(ge=0.0))
     max_length: int = field(default=256, metadata=_range(ge=8))
+    # A text longer than max_length word pieces is read as up to this many windows of
+    # max_length, spread over it, and labelled with the mean of their logits (1: truncate).
+    max_windows: int = field(default=1, metadata=_range(ge=1))
     # auto: bf16 where the device computes it natively (CUDA, or a CPU with AVX512-BF16 / AMX),
     # else fp32 (fp16 on CUDA without bf16). Training uses train_precision.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -184,6 +187,9 @@ class StudentConfig:
     dropout: float = field(default=0.1, metadata=_range(ge=0.0, lt=1.0))
     # The MLP's precision on CUDA (auto: bf16 where supported); the table stays float32.
     dense_precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # The table's starting rows: random (the paper), or each n-gram's words as the teacher's
+    # encoder sees them (sparse_distill.embed_init).
+    init: Literal["random", "teacher"] = "random"
     distill: DistillConfig = field(default_factory=DistillConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
@@ -199,6 +205,11 @@ class EvalConfig:
     speed_texts: int = field(default=1000, metadata=_range(ge=1))
     batch_sizes: list[int] = field(default_factory=lambda: [1, 32, 128, 1024])
     repeats: int = field(default=3, metadata=_range(ge=1))
+
+
+# (section, key, default) of settings added after run directories existed: omitted from the
+# section's hash at their default, so that those runs stay up to date.
+ADDED_LATER = [("student", "init", "random"), ("teacher", "max_windows", 1)]
 
 
 @dataclass
@@ -228,6 +239,10 @@ class Config:
         # made before data.augment existed up to date.
         if "data" in payload and self.data.augment.copies == 0:
             del payload["data"]["augment"]
+        # Likewise settings added later, at the default that is what every earlier run did.
+        for section, key, default in ADDED_LATER:
+            if section in payload and payload[section][key] == default:
+                del payload[section][key]
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 

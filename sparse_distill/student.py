@@ -31,6 +31,7 @@ from torch import nn
 
 from .config import Config, DistillConfig, StudentConfig, as_config
 from .data import load_labeled
+from .embed_init import teacher_table
 from .errors import DataError
 from .featurize import (
     MIN_TEXTS_PER_THREAD,
@@ -52,7 +53,7 @@ from .rundir import (
     staged_dir,
     write_resolved_config,
 )
-from .teacher import bf16_native, read_targets, runtime
+from .teacher import bf16_native, model_source, read_targets, runtime
 
 PARTIAL = "student.partial"
 
@@ -591,7 +592,17 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
     dense_bf16 = s.dense_precision == "bf16" or (
         s.dense_precision == "auto" and rt.device.type == "cuda" and bf16_native(rt.device))
     model = SparseDAN(len(vocab), len(labels), s.embedding_dim, s.hidden_dims, s.pooling,
-                      s.activation, s.dropout, dense_bf16).to(rt.device)
+                      s.activation, s.dropout, dense_bf16)
+    if s.init == "teacher":
+        t0 = time.perf_counter()
+        teacher_dir = (run_dir / "teacher" / "model" if cfg.teacher.finetune
+                       else model_source(cfg.teacher.model))
+        with torch.no_grad():
+            model.embedding.weight.copy_(teacher_table(
+                vocab, str(teacher_dir), s.embedding_dim, run_dir / "features" / "init",
+                rt.device, cfg.teacher.trust_remote_code, report))
+        timings["init_s"] = time.perf_counter() - t0
+    model = model.to(rt.device)
     d = s.distill
     steps, eval_every = distill_schedule(d, len(corpus))
     t0 = time.perf_counter()

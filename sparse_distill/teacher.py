@@ -184,40 +184,73 @@ def model_labels(model: Any) -> list[str]:
 # Inference
 
 
+def encode_windows(tokenizer: Any, texts: list[str], max_length: int, max_windows: int = 1
+                   ) -> tuple[list[list[int]], np.ndarray]:
+    """Token ids of each text's windows (special tokens included), and the text each window
+    belongs to: (windows, owner (n_windows,) int64).
+
+    max_windows 1 is plain truncation. Above it, a text longer than max_length is cut by the
+    tokenizer into consecutive windows of max_length; a text with more than max_windows of them
+    keeps max_windows spread evenly from its start to its end, so that the teacher sees all of a
+    long document, or an even sample of it, at a bounded cost.
+    """
+    if max_windows == 1:
+        return (tokenizer(texts, truncation=True, max_length=max_length)["input_ids"],
+                np.arange(len(texts), dtype=np.int64))
+    enc = tokenizer(texts, truncation=True, max_length=max_length,
+                    return_overflowing_tokens=True)
+    owner = np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64)  # (all windows,)
+    first = np.searchsorted(owner, np.arange(len(texts)))  # (n_texts,) each text's first window
+    count = np.bincount(owner, minlength=len(texts))  # (n_texts,)
+    keep = np.concatenate([f + np.linspace(0, c - 1, min(c, max_windows)).round().astype(np.int64)
+                           for f, c in zip(first.tolist(), count.tolist(), strict=True)])
+    return [enc["input_ids"][i] for i in keep.tolist()], owner[keep]
+
+
 @torch.inference_mode()
 def predict_logits(model: Any, tokenizer: Any, texts: list[str], *, max_length: int,
                    batch_size: int, device: torch.device, precision: str,
-                   sort_by_length: bool = True,
+                   sort_by_length: bool = True, max_windows: int = 1,
                    on_batch: Callable[[int], None] | None = None,
-                   encoded: list[list[int]] | None = None) -> np.ndarray:
-    """(n_texts, n_classes) float32 logits, in the order of `texts`.
+                   encoded: tuple[list[list[int]], np.ndarray] | None = None) -> np.ndarray:
+    """(n_texts, n_classes) float32 logits, in the order of `texts`; a text read as several
+    windows (`max_windows`, see `encode_windows`) gets the mean of its windows' logits,
+    weighted by their lengths (a document's short tail counts for what it holds).
 
-    Texts are tokenised once (unless `encoded` gives their token ids: model-only timing), then
-    batched by length (when `sort_by_length`) so that each batch is padded only to its own
-    longest text.
+    Texts are tokenised once (unless `encoded`, from `encode_windows`, gives their windows:
+    model-only timing), then batched by length (when `sort_by_length`) so that each batch is
+    padded only to its own longest window. `on_batch` receives texts done, in proportion.
     """
     model.eval()
-    if encoded is None:
-        encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    order = np.argsort(-lengths, kind="stable") if sort_by_length else np.arange(len(texts))
+    windows, owner = encoded or encode_windows(tokenizer, texts, max_length, max_windows)
+    lengths = np.fromiter(map(len, windows), dtype=np.int64, count=len(windows))
+    order = np.argsort(-lengths, kind="stable") if sort_by_length else np.arange(len(windows))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
-    for start in range(0, len(texts), batch_size):
+    out = np.empty((len(windows), model.config.num_labels), dtype=np.float32)
+    reported = 0
+    for start in range(0, len(windows), batch_size):
         idx = order[start:start + batch_size]
         width = int(lengths[idx].max())
         ids = np.full((len(idx), width), pad_id, dtype=np.int64)  # (batch, width)
         mask = np.zeros((len(idx), width), dtype=np.int64)  # (batch, width)
         for row, i in enumerate(idx):
-            ids[row, :lengths[i]] = encoded[i]
+            ids[row, :lengths[i]] = windows[i]
             mask[row, :lengths[i]] = 1
         with autocast(device, precision):
             logits = model(input_ids=torch.from_numpy(ids).to(device),
                            attention_mask=torch.from_numpy(mask).to(device)).logits
         out[idx] = logits.float().cpu().numpy()  # (batch, n_classes)
         if on_batch is not None:
-            on_batch(len(idx))
-    return out
+            done = (start + len(idx)) * len(texts) // len(windows)
+            on_batch(done - reported)
+            reported = done
+    if len(windows) == len(texts):  # one window a text: owner is the identity
+        return out
+    weight = lengths.astype(np.float64)  # (n_windows,)
+    mean = np.zeros((len(texts), out.shape[1]), dtype=np.float64)  # (n_texts, n_classes)
+    np.add.at(mean, owner, out * weight[:, None])
+    mean /= np.bincount(owner, weights=weight, minlength=len(texts))[:, None]
+    return mean.astype(np.float32)
 
 
 def _metrics(gold: list[str], logits: np.ndarray, labels: list[str]) -> dict[str, float]:
@@ -390,7 +423,7 @@ def label_shards(model: Any, tokenizer: Any, texts: list[str], targets: Path, t:
         logits = predict_logits(model, tokenizer, chunk, max_length=t.max_length,
                                 batch_size=t.label_batch_size, device=rt.device,
                                 precision=precision, sort_by_length=t.sort_by_length,
-                                on_batch=report.update)
+                                max_windows=t.max_windows, on_batch=report.update)
         _save_npy(shard_path(targets, i), np.ascontiguousarray(logits[:, columns]))
         labelled += len(chunk)
     seconds = time.perf_counter() - start
@@ -475,7 +508,8 @@ def teach(cfg: Config | str | Path, *, force: bool = False,
             t0 = time.perf_counter()
             logits = predict_logits(model, tokenizer, split.texts, max_length=t.max_length,
                                     batch_size=t.label_batch_size, device=rt.device,
-                                    precision=precision, sort_by_length=t.sort_by_length)
+                                    precision=precision, sort_by_length=t.sort_by_length,
+                                    max_windows=t.max_windows)
             seconds = time.perf_counter() - t0
             evaluation[split.name] = {"n": len(split.texts),
                                       **_metrics(split.labels, logits[:, columns], data.labels),

@@ -195,6 +195,25 @@ def test_section_hash_changes_only_with_its_section(config_dict):
     assert a.section_hash("student") != b.section_hash("student")
 
 
+def test_settings_added_later_leave_earlier_runs_up_to_date(config_dict):
+    import dataclasses
+    import hashlib
+    import json
+
+    cfg = config_from_dict(config_dict)
+    # The hash as it was computed before student.init and teacher.max_windows existed.
+    for section, key in (("student", "init"), ("teacher", "max_windows")):
+        payload = {section: dataclasses.asdict(getattr(cfg, section))}
+        del payload[section][key]
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        assert cfg.section_hash(section) == hashlib.sha256(blob.encode()).hexdigest()
+    config_dict["student"] = {"init": "teacher"}
+    config_dict["teacher"] = {"max_windows": 4}
+    changed = config_from_dict(config_dict)
+    assert changed.section_hash("student") != cfg.section_hash("student")
+    assert changed.section_hash("teacher") != cfg.section_hash("teacher")
+
+
 def test_committed_configs_are_valid(monkeypatch):
     # The shipped configs must at least parse and type-check (their data is fetched separately).
     for path in sorted(Path(__file__).parents[1].glob("configs/*.yaml")):

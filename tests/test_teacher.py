@@ -192,3 +192,64 @@ def test_cli_teach_prints_a_summary_and_the_next_command(config_dict, tiny_class
     assert f"next:   sdistill train-student {path}" in result.output
     rerun = CliRunner().invoke(app, ["teach", str(path), "--set", "teacher.shard_size=20"])
     assert rerun.exit_code == 1 and "config section 'teacher' changed" in rerun.output
+
+
+def test_windows_cover_a_long_text_and_average_by_length(tiny_classifier):
+    import torch
+
+    from sparse_distill.teacher import (
+        encode_windows,
+        load_classifier,
+        load_tokenizer,
+        predict_logits,
+    )
+
+    tokenizer = load_tokenizer(str(tiny_classifier), False)
+    model = load_classifier(str(tiny_classifier), None, False)
+    long_text = " ".join(f"a great film number {i} but dull" for i in range(40))
+    texts = ["short and sweet", long_text, ""]
+    truncated, owner = encode_windows(tokenizer, texts, 16, 1)
+    assert owner.tolist() == [0, 1, 2] and max(map(len, truncated)) == 16
+
+    windows, owner = encode_windows(tokenizer, texts, 16, 5)
+    firsts = np.searchsorted(owner, np.arange(3))
+    assert [windows[i] for i in firsts] == truncated  # the first window is the truncated text
+    assert np.bincount(owner).tolist() == [1, 5, 1]
+    every, _ = encode_windows(tokenizer, [long_text], 16, 1000)
+    assert windows[firsts[1] + 4] == every[-1]  # spread to the end, not the first five
+    assert len(every) > 5
+
+    def run(max_windows: int) -> np.ndarray:
+        return predict_logits(model, tokenizer, texts, max_length=16, batch_size=3,
+                              device=torch.device("cpu"), precision="fp32",
+                              max_windows=max_windows)
+
+    one, five = run(1), run(5)
+    # Short texts: unchanged (up to the float noise of being batched with other windows).
+    np.testing.assert_allclose(one[[0, 2]], five[[0, 2]], rtol=1e-5, atol=1e-7)
+    mine = windows[firsts[1]:firsts[1] + 5]
+    each = np.stack([predict_logits(model, tokenizer, [""], max_length=16, batch_size=1,
+                                    device=torch.device("cpu"), precision="fp32",
+                                    encoded=([w], np.zeros(1, np.int64)))[0] for w in mine])
+    weights = np.asarray([len(w) for w in mine], dtype=np.float64)
+    np.testing.assert_allclose(five[1], weights @ each / weights.sum(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(five[1], one[1])
+
+
+def test_teach_with_windows_labels_long_texts_from_all_of_them(config_dict, tiny_classifier):
+    plain = teach(config_from_dict(teacher_config(config_dict, tiny_classifier,
+                                                  finetune=False, max_length=8)))
+    config_dict["run"]["dir"] = str(Path(config_dict["run"]["dir"]).with_name("windows"))
+    windowed = teach(config_from_dict(teacher_config(config_dict, tiny_classifier,
+                                                     finetune=False, max_length=8,
+                                                     max_windows=4)))
+    from sparse_distill.teacher import load_tokenizer
+
+    a, rows = read_targets(plain.output / "targets")
+    b, _ = read_targets(windowed.output / "targets")
+    assert a.shape == b.shape
+    tokenizer = load_tokenizer(str(tiny_classifier), False)
+    long = np.asarray([len(ids) > 8 for ids in tokenizer([r["text"] for r in rows])["input_ids"]])
+    assert long.any()
+    changed = ~np.isclose(a, b, rtol=1e-5, atol=1e-7).all(axis=1)  # (rows,)
+    np.testing.assert_array_equal(changed, long)  # long texts relabelled, short ones not
