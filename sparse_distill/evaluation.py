@@ -25,6 +25,7 @@ import torch
 from .config import Config, as_config
 from .data import load_labeled
 from .errors import DataError
+from .featurize import Featurizer, Vocabulary
 from .progress import Reporter
 from .rundir import (
     StageResult,
@@ -84,6 +85,28 @@ def median_rate(run: Callable[[], Any], n: int, repeats: int, min_seconds: float
     return n / statistics.median(times)
 
 
+def oov_rates(vocab: Vocabulary, texts: list[str]) -> np.ndarray:
+    """(n_texts,) share of each text's n-grams (in the vocabulary's range) that the vocabulary
+    lacks: what the student cannot see. A text with no n-gram at all counts as wholly unseen."""
+    analyze = vocab.vectorizer().build_analyzer()
+    total = np.fromiter((len(analyze(t)) for t in texts), dtype=np.float64, count=len(texts))
+    bag = Featurizer(vocab)(texts)
+    cumulative = np.concatenate([[0.0], np.cumsum(bag.weights, dtype=np.float64)])  # (nnz + 1,)
+    seen = cumulative[bag.offsets[1:]] - cumulative[bag.offsets[:-1]]  # (n_texts,) in-vocab
+    return np.where(total > 0, 1.0 - seen / np.maximum(total, 1.0), 1.0)
+
+
+def oov_quartile(rates: np.ndarray, gold: list[str], preds: dict[str, list[str]]
+                 ) -> dict[str, Any]:
+    """Accuracy of each model on the quarter of texts with the highest out-of-vocabulary rate."""
+    n = max(1, len(rates) // 4)
+    worst = np.argsort(-rates, kind="stable")[:n]  # (n,)
+    gold_q = np.asarray(gold)[worst]
+    return {"n": int(n), "min_oov_rate": float(rates[worst].min()),
+            "mean_oov_rate": float(rates[worst].mean()),
+            **{key: float(np.mean(np.asarray(p)[worst] == gold_q)) for key, p in preds.items()}}
+
+
 def load_teacher(cfg: Config, manifest: dict[str, Any]) -> tuple[Any, Any, np.ndarray]:
     """The teacher stage's classifier, its tokenizer and the logit columns in label order."""
     info = manifest["teacher"]
@@ -138,8 +161,9 @@ def evaluate(cfg: Config | str | Path, *, force: bool = False,
         entry: dict[str, Any] = {"n": len(split.texts),
                                  "teacher": classification_metrics(split.labels, teacher_pred,
                                                                    labels)}
+        preds = {"teacher": teacher_pred}
         for key, student in students.items():
-            pred = student.predict(split.texts)
+            pred = preds[key] = student.predict(split.texts)
             metrics = classification_metrics(split.labels, pred, labels)
             metrics["agreement"] = float(np.mean(np.asarray(pred) == np.asarray(teacher_pred)))
             metrics["retention"] = metrics["accuracy"] / max(entry["teacher"]["accuracy"], 1e-12)
@@ -147,6 +171,8 @@ def evaluate(cfg: Config | str | Path, *, force: bool = False,
         # DESIGN's top-level keys are the final student's.
         entry["agreement"] = entry["student"]["agreement"]
         entry["retention"] = entry["student"]["retention"]
+        entry["oov_quartile"] = oov_quartile(
+            oov_rates(students["student"].featurizer.vocab, split.texts), split.labels, preds)
         quality[name] = entry
         report.update(1)
 
@@ -281,6 +307,15 @@ def render_report(metrics: dict[str, Any], figures: list[str] | None = None) -> 
             keep = f"{m['retention']:.3f}" if "retention" in m else ""
             lines.append(f"| {split} ({entry['n']:,}) | {label} | {m['accuracy']:.4f} | "
                          f"{m['macro_f1']:.4f} | {agree} | {keep} |")
+    lines += ["", "The quarter of each split with the highest share of n-grams the vocabulary "
+              "lacks (what the student cannot see):", "",
+              "| split | texts | unseen n-grams (mean) | " + " | ".join(MODEL_NAMES.values())
+              + " |", "|---|---:|---:|" + "---:|" * len(MODEL_NAMES)]
+    for split, entry in metrics["splits"].items():
+        if "oov_quartile" in entry:
+            q = entry["oov_quartile"]
+            lines.append(f"| {split} | {q['n']:,} | {q['mean_oov_rate']:.1%} | " + " | ".join(
+                f"{q[k]:.4f}" if k in q else "" for k in MODEL_NAMES) + " |")
     s = metrics["speed"]
     lines += ["", "## Speed", "",
               f"{s['n_texts']:,} texts, device {s['device']}, {s['threads']} threads, teacher in "

@@ -8,7 +8,13 @@ from typer.testing import CliRunner
 
 from sparse_distill.cli import app
 from sparse_distill.config import config_from_dict
-from sparse_distill.evaluation import classification_metrics, measure_speed, median_rate
+from sparse_distill.evaluation import (
+    classification_metrics,
+    measure_speed,
+    median_rate,
+    oov_quartile,
+    oov_rates,
+)
 from sparse_distill.progress import Reporter
 from sparse_distill.student import Student
 
@@ -37,6 +43,21 @@ class OneTokenEach:
 
     def __call__(self, texts, **kwargs):
         return {"input_ids": [[0]] * len(texts)}
+
+
+def test_oov_rate_is_the_share_of_ngrams_the_vocabulary_lacks():
+    import numpy as np
+
+    from sparse_distill.featurize import Vocabulary
+
+    vocab = Vocabulary(["good", "film", "good film"], np.ones(3, np.int64), np.ones(3, np.int64),
+                       (1, 2), True, r"(?u)\b\w\w+\b")
+    texts = ["Good film", "good film, dull plot", "", "dull", "x"]
+    # n-grams: 3 (all seen) | 7 (good, film, good film seen) | none | 1 unseen | none
+    np.testing.assert_allclose(oov_rates(vocab, texts), [0.0, 4 / 7, 1.0, 1.0, 1.0])
+    rates = np.asarray([0.0, 0.5, 0.9, 0.8])
+    q = oov_quartile(rates, ["a", "b", "a", "b"], {"m": ["a", "b", "b", "b"]})
+    assert q == {"n": 1, "min_oov_rate": 0.9, "mean_oov_rate": 0.9, "m": 0.0}
 
 
 def test_model_only_is_at_least_as_fast_as_end_to_end(trained_student):
@@ -74,11 +95,13 @@ def test_eval_stage_end_to_end(config_dict, tiny_classifier, write_config, tmp_p
     assert test["n"] == 6 and {"teacher", "student_kd", "student"} <= set(test)
     assert test["retention"] == pytest.approx(test["student"]["accuracy"]
                                               / test["teacher"]["accuracy"])
+    assert test["oov_quartile"]["n"] == 1
+    assert {"teacher", "student_kd", "student"} <= set(test["oov_quartile"])
     speed = metrics["speed"]
     assert speed["speedup"] == pytest.approx(speed["student"]["samples_per_s"]
                                              / speed["teacher"]["samples_per_s"])
     report = (tmp_path / "run" / "eval" / "report.md").read_text()
-    assert "## Quality" in report and "## Speed" in report
+    assert "## Quality" in report and "## Speed" in report and "| test | 1 |" in report
     pngs = sorted(p.name for p in (tmp_path / "run" / "eval").glob("*.png"))
     assert pngs == ["accuracy-vs-speed.png", "confusion-dev.png", "confusion-test.png"]
     assert all(f"![{name}]({name})" in report for name in pngs)
