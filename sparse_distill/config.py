@@ -69,12 +69,23 @@ class AugmentConfig:
     window_prob: float = field(default=0.25, metadata=_range(ge=0.0, le=1.0))
     window_min: int = field(default=1, metadata=_range(ge=1))
     window_max: int = field(default=5, metadata=_range(ge=1))
+    # A word replaced by one of its `neighbours` nearest words in neighbour_model's input
+    # embeddings (a model folder or hub id; the teacher's model is the natural choice).
+    neighbour_prob: float = field(default=0.0, metadata=_range(ge=0.0, le=1.0))
+    neighbour_model: str | None = None
+    neighbours: int = field(default=10, metadata=_range(ge=1))
+    # The copy continues with the end of another training text (cut points drawn at random).
+    splice_prob: float = field(default=0.0, metadata=_range(ge=0.0, le=1.0))
 
     def _check(self) -> list[tuple[str, str]]:
         problems = []
-        if self.drop_prob + self.replace_prob > 1.0:
-            problems.append(("replace_prob", "drop_prob + replace_prob must be <= 1, got "
-                             f"{self.drop_prob + self.replace_prob:g}"))
+        total = self.drop_prob + self.replace_prob + self.neighbour_prob
+        if total > 1.0:
+            problems.append(("replace_prob", "drop_prob + replace_prob + neighbour_prob must be "
+                             f"<= 1, got {total:g}"))
+        if self.neighbour_prob > 0 and not self.neighbour_model:
+            problems.append(("neighbour_model", "needed when neighbour_prob > 0; set it to the "
+                             "teacher's model, e.g. $SDISTILL_CACHE/models/minilm"))
         if self.window_max < self.window_min:
             problems.append(("window_max", f"must be >= window_min ({self.window_min}), got "
                              f"{self.window_max}"))
@@ -209,7 +220,9 @@ class EvalConfig:
 
 # (section, key, default) of settings added after run directories existed: omitted from the
 # section's hash at their default, so that those runs stay up to date.
-ADDED_LATER = [("student", "init", "random"), ("teacher", "max_windows", 1)]
+ADDED_LATER = [("student", "init", "random"), ("teacher", "max_windows", 1),
+               ("data", "augment.neighbour_prob", 0.0), ("data", "augment.neighbour_model", None),
+               ("data", "augment.neighbours", 10), ("data", "augment.splice_prob", 0.0)]
 
 
 @dataclass
@@ -241,8 +254,14 @@ class Config:
             del payload["data"]["augment"]
         # Likewise settings added later, at the default that is what every earlier run did.
         for section, key, default in ADDED_LATER:
-            if section in payload and payload[section][key] == default:
-                del payload[section][key]
+            *parents, name = key.split(".")
+            if section not in payload:
+                continue
+            node = payload[section]
+            for parent in parents:
+                node = node.get(parent, {})
+            if name in node and node[name] == default:
+                del node[name]
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 

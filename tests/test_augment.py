@@ -23,6 +23,69 @@ def test_same_seed_same_copies_and_other_seed_other_copies():
     assert first != TEXTS * 4
 
 
+def test_copies_without_the_newer_perturbations_are_those_made_before_them():
+    # Made by the code as it was before neighbour_prob and splice_prob existed (commit 22d7477):
+    # runs labelled then stay up to date only if their copies are still the same.
+    cfg = AugmentConfig(copies=2, window_prob=0.5)
+    assert list(augment_texts(TEXTS, cfg, seed=7)) == [
+        "is a", "overstays", "sharp script and terrific performances",
+        "sharp film is a and overstays story about love",
+        "dull lifeless mess that overstays welcome by story hour", "sharp"]
+
+
+def test_neighbours_are_the_nearest_words_of_the_input_embeddings(tiny_bert):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from sparse_distill.augment import _piece_vectors, nearest_neighbours
+
+    words = ["film", "warm", "dull", "excellent"]
+    near = nearest_neighbours(words, str(tiny_bert), k=3)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
+    table = AutoModel.from_pretrained(str(tiny_bert)).get_input_embeddings().weight.float()
+    vocabulary = {tokenizer.decode([i]).strip() for i in range(len(tokenizer))}
+    for word in words:
+        assert len(near[word]) == 3 and word not in near[word]
+        assert all(w in vocabulary and w.isalpha() and len(w) >= 2 for w in near[word])
+        # Brute force: no other candidate word is closer than the third neighbour.
+        vectors = _piece_vectors(tokenizer, table, [word] + near[word])  # (4, hidden)
+        sims = vectors[1:] @ vectors[0]  # (3,)
+        others = sorted(w for w in vocabulary if w.isalpha() and len(w) >= 2
+                        and w not in near[word] and w != word)
+        rest = _piece_vectors(tokenizer, table, others) @ vectors[0]  # (others,)
+        assert torch.all(rest <= sims.min() + 1e-6)
+
+
+def test_neighbour_replacement_and_splicing(tiny_bert):
+    from sparse_distill.augment import nearest_neighbours, word_key
+
+    cfg = AugmentConfig(copies=20, drop_prob=0.0, replace_prob=0.0, window_prob=0.0,
+                        neighbour_prob=1.0, neighbour_model=str(tiny_bert), neighbours=2)
+    near = nearest_neighbours(sorted({word_key(w) for t in TEXTS for w in t.split()}),
+                              str(tiny_bert), 2)
+    copies = list(augment_texts(TEXTS, cfg, seed=0))
+    for i, copy in enumerate(copies):
+        original = TEXTS[i % len(TEXTS)].split()
+        assert len(copy.split()) == len(original)  # one word for one word
+        assert all(new in near[word_key(old)] for old, new in zip(original, copy.split(),
+                                                                   strict=True))
+    spliced = list(augment_texts(TEXTS, AugmentConfig(
+        copies=30, drop_prob=0.0, replace_prob=0.0, window_prob=0.0, splice_prob=1.0), seed=0))
+    for i, copy in enumerate(spliced):
+        head = TEXTS[i % len(TEXTS)]
+        # A non-empty start of its own text, then the end of some training text.
+        assert any(copy.startswith(" ".join(head.split()[:a])) and any(
+            copy == " ".join(head.split()[:a] + t.split()[b:]) for t in TEXTS
+            for b in range(len(t.split()))) for a in range(1, len(head.split()) + 1))
+    assert any(c not in TEXTS for c in spliced)
+
+
+def test_neighbour_replacement_needs_a_model(config_dict):
+    config_dict["data"]["augment"] = {"copies": 1, "neighbour_prob": 0.2}
+    with pytest.raises(ConfigError, match="neighbour_model"):
+        config_from_dict(config_dict)
+
+
 def test_no_perturbation_gives_the_texts_back():
     cfg = AugmentConfig(copies=2, drop_prob=0.0, replace_prob=0.0, window_prob=0.0)
     assert list(augment_texts(TEXTS, cfg, seed=0)) == TEXTS * 2
