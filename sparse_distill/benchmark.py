@@ -472,6 +472,18 @@ def render_results(datasets: list[DatasetResult], command: str, when: str, host:
     return "\n".join(lines)
 
 
+# What follows this line in RESULTS.md (tables written by other runs, e.g. scripts/ablation.py)
+# is carried over when the benchmark rewrites the file.
+KEEP_MARKER = "<!-- kept across benchmark reruns -->"
+
+
+def kept_tail(path: Path) -> str:
+    """The part of an existing results file from KEEP_MARKER on ("" when none)."""
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    at = old.find(KEEP_MARKER)
+    return "\n" + old[at:] if at >= 0 else ""
+
+
 def benchmark(configs: Sequence[str | Path | Config], out: str | Path, command: str = "",
               report: Reporter | None = None, on_step: Callable[[str], None] | None = None
               ) -> list[DatasetResult]:
@@ -484,6 +496,7 @@ def benchmark(configs: Sequence[str | Path | Config], out: str | Path, command: 
     commit = git_commit()
     out.parent.mkdir(parents=True, exist_ok=True)
     figures: dict[str, str] = {}
+    tail = kept_tail(out)
     for cfg in cfgs:
         results.append(benchmark_config(cfg, report, on_step))
         d = results[-1]
@@ -493,7 +506,7 @@ def benchmark(configs: Sequence[str | Path | Config], out: str | Path, command: 
         when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         text = render_results(results, command or " ".join(sys.argv), when, machine(), commit,
                               figures)
-        atomic_write_text(out, text)
+        atomic_write_text(out, text + tail)
         atomic_write_json(out.with_suffix(".json"), {
             "date": when, "machine": machine(), "command": command, "commit": commit,
             "datasets": [asdict(d) for d in results]})

@@ -184,11 +184,13 @@ def test_benchmark_command_end_to_end(config_dict, tiny_classifier, write_config
     data["eval"] = {"speed_texts": 6, "batch_sizes": [2, 4], "repeats": 1}
     out = tmp_path / "bench" / "RESULTS.md"
     out.parent.mkdir()
-    out.write_text("an earlier report")
+    kept = "<!-- kept across benchmark reruns -->\n## Ablation\n| a | b |\n"
+    out.write_text("an earlier report\n" + kept)
     result = CliRunner().invoke(app, ["benchmark", str(write_config(data)), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert f"replaced {out}" in result.output  # said, not silent
     text = out.read_text()
+    assert "an earlier report" not in text and text.endswith("\n" + kept)
     figures = json.loads(out.with_suffix(".json").read_text())
     (dataset,) = figures["datasets"]
     names = [m["name"] for m in dataset["models"]]
