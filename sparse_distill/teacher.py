@@ -194,9 +194,9 @@ def encode_windows(tokenizer: Any, texts: list[str], max_length: int, max_window
     keeps max_windows spread evenly from its start to its end, so that the teacher sees all of a
     long document, or an even sample of it, at a bounded cost.
     """
-    if max_windows == 1:
-        return (tokenizer(texts, truncation=True, max_length=max_length)["input_ids"],
-                np.arange(len(texts), dtype=np.int64))
+    if max_windows == 1 or not texts:
+        return (tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+                if texts else [], np.arange(len(texts), dtype=np.int64))
     enc = tokenizer(texts, truncation=True, max_length=max_length,
                     return_overflowing_tokens=True)
     owner = np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64)  # (all windows,)

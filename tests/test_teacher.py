@@ -212,6 +212,8 @@ def test_windows_cover_a_long_text_and_average_by_length(tiny_classifier):
     assert owner.tolist() == [0, 1, 2] and max(map(len, truncated)) == 16
 
     windows, owner = encode_windows(tokenizer, texts, 16, 5)
+    nothing, no_owner = encode_windows(tokenizer, [], 16, 5)
+    assert nothing == [] and no_owner.shape == (0,)
     firsts = np.searchsorted(owner, np.arange(3))
     assert [windows[i] for i in firsts] == truncated  # the first window is the truncated text
     assert np.bincount(owner).tolist() == [1, 5, 1]
