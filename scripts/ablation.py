@@ -23,7 +23,7 @@ import numpy as np
 from benchutil import code_version
 
 from sparse_distill.benchmark import throughput
-from sparse_distill.evaluation import oov_rates
+from sparse_distill.evaluation import oov_quartile, oov_rates
 from sparse_distill.student import Student
 
 
@@ -51,14 +51,12 @@ def main() -> None:
         results = manifest["results"]
         dev = results.get("kd_ft", results["kd"])["dev_accuracy"]
         student = Student.load(run / "student")
-        pred = np.asarray(student.predict(texts))
-        correct = pred == np.asarray(gold)  # (n,)
-        rates = oov_rates(student.featurizer.vocab, texts)
-        worst = np.argsort(-rates, kind="stable")[:len(texts) // 4]
+        pred = student.predict(texts)
+        acc = float(np.mean(np.asarray(pred) == np.asarray(gold)))
+        worst = oov_quartile(oov_rates(student.featurizer.vocab, texts), gold, {"s": pred})
         rate, bs = throughput(student.predict, texts[:1000], [32, 128, 1024], 3)
-        acc = correct.mean()
         print(f"| {name} | {teacher['accuracy']:.4f} | {dev:.4f} | {acc:.4f} | "
-              f"{acc / teacher['accuracy']:.3f} | {correct[worst].mean():.4f} | "
+              f"{acc / teacher['accuracy']:.3f} | {worst['s']:.4f} | "
               f"{manifest['timings']['total_s'] / 60:.1f} min | {rate:,.0f} (batch {bs}) |",
               flush=True)
 
