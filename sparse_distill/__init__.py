@@ -10,7 +10,7 @@ from .assets import fetch
 from .config import Config, load_config
 from .data import LabeledData, load_labeled
 from .errors import ConfigError, DataError, FetchError, SDistillError, StageError
-from .featurize import Bag, Featurizer, Vocabulary
+from .featurize import Bag, Featurizer, Unseen, Vocabulary
 
 # The stages are imported on first use: the CLI starts fast, and the featuriser (the first piece
 # of the inference path) imports no training code.
@@ -39,6 +39,7 @@ __all__ = [
     "SDistillError",
     "StageError",
     "Student",
+    "Unseen",
     "Vocabulary",
     "__version__",
     "build_vocab",

@@ -19,6 +19,10 @@
  *   Index(ngrams, min_n, max_n, lowercase): the vocabulary, read-only once built. featurize(texts)
  *     gives CountVectorizer(vocabulary=ngrams).transform(texts) as CSR parts (ids ascending within
  *     each text, counts). It runs without the GIL, so threads featurise chunks in parallel.
+ *     With buckets=B > 0 (fastText's hashing trick, for what the vocabulary lacks), a text's
+ *     n-grams that are not in the vocabulary (bucket_ngrams) and the character n-grams of its
+ *     words that are not in it as unigrams (minn..maxn, of the word wrapped in '<' '>') get the
+ *     ids |V| + hash % B, after every vocabulary id.
  *   Counter(max_n, lowercase): term and document frequency of every n-gram of the texts added,
  *     each numbered in order of first occurrence (scikit-learn's analyzer order: a text's tokens,
  *     then its bigrams, ...); prune() drops the rare ones; strings() builds the text of only the
@@ -508,8 +512,15 @@ static PyObject *bytearray_of(const void *data, int64_t n_bytes) {
 /* Index: the vocabulary, and featurize() */
 
 typedef struct {
+    int64_t base, buckets;  /* ids base .. base + buckets - 1; buckets 0: off */
+    int ngrams;             /* unseen word n-grams get a bucket */
+    int minn, maxn;         /* unseen words' character n-grams (0, 0: none) */
+} Buckets;
+
+typedef struct {
     PyObject_HEAD
     Trie trie;
+    Buckets buckets;
     Py_ssize_t size;
     int ready;
 } IndexObject;
@@ -573,12 +584,20 @@ static int index_add(Trie *tr, PyObject *ngram, int32_t id, Runs *runs) {
 }
 
 static int Index_init(IndexObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"ngrams", "min_n", "max_n", "lowercase", NULL};
+    static char *kwlist[] = {"ngrams", "min_n", "max_n", "lowercase", "buckets",
+                             "bucket_ngrams", "minn", "maxn", NULL};
     PyObject *ngrams;
-    int min_n, max_n, lowercase;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oiip", kwlist, &ngrams, &min_n, &max_n,
-                                     &lowercase))
+    int min_n, max_n, lowercase, bucket_ngrams = 1, minn = 0, maxn = 0;
+    long long buckets = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oiip|Lpii", kwlist, &ngrams, &min_n, &max_n,
+                                     &lowercase, &buckets, &bucket_ngrams, &minn, &maxn))
         return -1;
+    if (buckets < 0 || minn < 0 || maxn < minn || maxn > MAX_ORDER || (minn == 0 && maxn > 0)) {
+        PyErr_Format(PyExc_ValueError, "buckets must be >= 0 and the character n-gram lengths "
+                     "0 <= minn <= maxn <= %d (minn >= 1 unless both are 0), got %lld, (%d, %d)",
+                     MAX_ORDER, buckets, minn, maxn);
+        return -1;
+    }
     if (self->ready) {  /* featurize() may be reading the tables in another thread */
         PyErr_SetString(PyExc_RuntimeError, "an Index is built once; make a new one");
         return -1;
@@ -591,9 +610,9 @@ static int Index_init(IndexObject *self, PyObject *args, PyObject *kwds) {
     PyObject *seq = PySequence_Fast(ngrams, "ngrams must be a sequence of str");
     if (!seq) return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (n >= (Py_ssize_t)INT32_MAX) {
+    if ((long long)n + buckets >= (long long)INT32_MAX) {
         Py_DECREF(seq);
-        PyErr_SetString(PyExc_ValueError, "too many n-grams: at most 2**31 - 2");
+        PyErr_SetString(PyExc_ValueError, "too many n-grams and buckets: at most 2**31 - 2");
         return -1;
     }
     if (trie_init(&self->trie, min_n, max_n, lowercase, 0, n) < 0) {
@@ -626,6 +645,7 @@ static int Index_init(IndexObject *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     self->size = n;
+    self->buckets = (Buckets){n, buckets, bucket_ngrams, minn, maxn};
     self->ready = 1;
     return 0;
 }
@@ -644,12 +664,14 @@ typedef struct {
     uint64_t *keys;    /* by position: the edge that lookup is for */
     uint64_t *starts;  /* by position: the slot it starts at */
     int64_t cap_toks, cap_alive, cap_keys, cap_starts;
+    uint8_t *found;    /* buckets: by (position, order - 1), whether that n-gram is in the vocab */
+    int64_t cap_found;
     Runs runs;
 } Output;
 
 static void output_free(Output *o) {
     free(o->ids); free(o->weights); free(o->offsets); free(o->hits); free(o->spare);
-    free(o->toks); free(o->alive); free(o->keys); free(o->starts);
+    free(o->toks); free(o->alive); free(o->keys); free(o->starts); free(o->found);
     runs_free(&o->runs);
     memset(o, 0, sizeof(*o));
 }
@@ -712,7 +734,52 @@ static inline Slot *slot_from(const Table *t, uint64_t key, uint64_t i) {
  * The table is far larger than the caches, so each lookup's line is prefetched one pass
  * ahead: the moment a position's n-gram is resolved, the lookup of its (n + 1)-gram is computed
  * and prefetched, to be used in the next pass, after every other position has had its turn. */
-static int featurize_one(const Trie *tr, PyObject *text, int lower_ascii, int mean, Output *o) {
+/* The bucket ids of what the vocabulary lacks (Buckets), appended to o->hits: each word n-gram
+ * not found in it, hashed from its tokens' keys, and each character n-gram of a word not in it
+ * as a unigram. The two hash families start from different seeds. */
+#define SEED_WORDS 0x9e3779b97f4a7c15ULL
+#define SEED_CHARS 0xc2b2ae3d27d4eb4fULL
+
+static int add_buckets(const Buckets *b, int min_n, int max_n, int kind, const void *data,
+                       int lower_ascii, Output *o) {
+    const Runs *r = &o->runs;
+    const int64_t nt = r->n;
+    int64_t need = nt * (int64_t)max_n;  /* vocabulary hits and word n-gram buckets together */
+    if (b->maxn > 0)
+        for (int64_t k = 0; k < nt; k++)
+            if (!o->found[k * max_n]) need += (r->len[k] + 2) * (int64_t)(b->maxn - b->minn + 1);
+    if (GROW(o->hits, o->cap_hits, need) < 0 || GROW(o->spare, o->cap_spare, need) < 0)
+        return -1;
+    const uint64_t n_buckets = (uint64_t)b->buckets;
+    for (int64_t k = 0; b->ngrams && k < nt; k++) {
+        uint64_t h = SEED_WORDS;
+        for (int n = 1; n <= max_n && k + n <= nt; n++) {
+            h = mix64(h ^ r->key[k + n - 1]);
+            if (n >= min_n && !o->found[k * max_n + n - 1])
+                o->hits[o->n_hits++] = (int32_t)(b->base + (int64_t)(h % n_buckets));
+        }
+    }
+    for (int64_t k = 0; b->maxn > 0 && k < nt; k++) {
+        if (o->found[k * max_n]) continue;
+        const int64_t wrapped = r->len[k] + 2;  /* '<' word '>' */
+        for (int64_t s = 0; s < wrapped; s++) {
+            uint64_t h = SEED_CHARS;
+            for (int m = 1; m <= b->maxn && s + m <= wrapped; m++) {
+                int64_t at = s + m - 1;
+                Py_UCS4 c = at == 0 ? '<' : at == wrapped - 1
+                    ? '>' : read_char(kind, data, r->start[k] + at - 1, lower_ascii);
+                h = mix64(h ^ c);
+                /* a bracket alone is in every word: no information (fastText skips it too) */
+                if (m >= b->minn && !(m == 1 && (at == 0 || at == wrapped - 1)))
+                    o->hits[o->n_hits++] = (int32_t)(b->base + (int64_t)(h % n_buckets));
+            }
+        }
+    }
+    return 0;
+}
+
+static int featurize_one(const Trie *tr, const Buckets *b, PyObject *text, int lower_ascii,
+                         int mean, Output *o) {
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
     Runs *r = &o->runs;
@@ -725,6 +792,11 @@ static int featurize_one(const Trie *tr, PyObject *text, int lower_ascii, int me
         GROW(o->hits, o->cap_hits, nt * (int64_t)max_n) < 0 ||
         GROW(o->spare, o->cap_spare, nt * (int64_t)max_n) < 0)
         return -1;
+    const int track = b->buckets > 0;  /* record which n-grams the vocabulary has */
+    if (track) {
+        if (GROW(o->found, o->cap_found, nt * (int64_t)max_n) < 0) return -1;
+        memset(o->found, 0, (size_t)(nt * max_n));
+    }
     for (int64_t k = 0; k < nt; k++) slot_start(token_table(tr, r->is_short[k]), r->key[k]);
     o->n_hits = 0;
     int64_t n_alive = 0;  /* positions whose next lookup is prefetched, with keys[i], starts[i] */
@@ -733,6 +805,7 @@ static int featurize_one(const Trie *tr, PyObject *text, int lower_ascii, int me
                                    r->len[k], lower_ascii);
         o->toks[k] = s->idx;
         if (s->idx == EMPTY) continue;
+        if (track && s->vocab >= 0) o->found[k * max_n] = 1;
         if (min_n == 1 && s->vocab >= 0) o->hits[o->n_hits++] = s->vocab;
         if (k > 0 && o->toks[k - 1] != EMPTY && max_n >= 2) {  /* the bigram at k - 1 */
             uint64_t key = ((uint64_t)(uint32_t)o->toks[k - 1] << 32) | (uint32_t)s->idx;
@@ -747,7 +820,10 @@ static int featurize_one(const Trie *tr, PyObject *text, int lower_ascii, int me
             int32_t i = o->alive[j];
             const Slot *s = slot_from(&tr->edges, o->keys[i], o->starts[i]);
             if (s->idx == EMPTY) continue;  /* no n-gram continues this prefix */
-            if (n >= min_n && s->vocab >= 0) o->hits[o->n_hits++] = s->vocab;
+            if (n >= min_n && s->vocab >= 0) {
+                o->hits[o->n_hits++] = s->vocab;
+                if (track) o->found[i * max_n + n - 1] = 1;
+            }
             if (n < max_n && i + n < nt && o->toks[i + n] != EMPTY) {  /* its (n + 1)-gram */
                 uint64_t key = ((uint64_t)(DEEP | (uint32_t)s->idx) << 32) |
                                (uint32_t)o->toks[i + n];
@@ -758,6 +834,7 @@ static int featurize_one(const Trie *tr, PyObject *text, int lower_ascii, int me
         }
         n_alive = m;
     }
+    if (track && add_buckets(b, min_n, max_n, kind, data, lower_ascii, o) < 0) return -1;
     /* CountVectorizer's row: the distinct ids ascending, each with its count */
     const int32_t *hits = sort_ids(o->hits, o->spare, o->n_hits);
     if (GROW(o->ids, o->cap_ids, o->nnz + o->n_hits) < 0 ||
@@ -795,7 +872,8 @@ static PyObject *Index_featurize(IndexObject *self, PyObject *args, PyObject *kw
     else o.offsets[0] = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n && status == 0; i++) {
-        status = featurize_one(&self->trie, p.objs[i], p.lower_ascii[i], mean, &o);
+        status = featurize_one(&self->trie, &self->buckets, p.objs[i], p.lower_ascii[i], mean,
+                               &o);
         o.offsets[i + 1] = o.nnz;
     }
     Py_END_ALLOW_THREADS
@@ -854,8 +932,10 @@ static PyTypeObject IndexType = {
     .tp_dealloc = (destructor)Index_dealloc,
     .tp_as_sequence = &Index_as_sequence,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Index(ngrams, min_n, max_n, lowercase): word n-grams (tokens joined by one "
-              "space; an n-gram's id is its position) to featurize texts with.",
+    .tp_doc = "Index(ngrams, min_n, max_n, lowercase, buckets=0, bucket_ngrams=True, minn=0, "
+              "maxn=0): word n-grams (tokens joined by one space; an n-gram's id is its "
+              "position) to featurize texts with, and `buckets` hashed ids after them for the "
+              "n-grams it lacks and the character n-grams of the words it lacks.",
     .tp_methods = Index_methods,
     .tp_getset = Index_getset,
     .tp_init = (initproc)Index_init,

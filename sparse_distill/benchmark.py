@@ -107,7 +107,8 @@ def profile_student(student: Any, texts: list[str], batch_size: int, repeats: in
     mean = student.pooling == "mean"
     bags = [[student.featurizer.bag(c, mean=mean) for c in cs] for cs in chunks]
     inputs = [[student.tensors(c) for c in cs] for cs in chunks]
-    one_thread = Featurizer(student.featurizer.vocab, threads=1)
+    one_thread = Featurizer(student.featurizer.vocab, threads=1,
+                            unseen=student.featurizer.unseen)
     vectorizer = student.featurizer.vocab.vectorizer().fit([])
     per_k = 1000 / len(texts)
 

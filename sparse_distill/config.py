@@ -201,12 +201,26 @@ class StudentConfig:
     # The table's starting rows: random (the paper), or each n-gram's words as the teacher's
     # encoder sees them (sparse_distill.embed_init).
     init: Literal["random", "teacher"] = "random"
+    # Hashed rows after the vocabulary's for what it lacks (fastText's buckets; 0: none, as in
+    # the paper): its unseen word n-grams (bucket_ngrams) and the character n-grams, of lengths
+    # subwords = [min, max] ([] for none), of its unseen words (sparse_distill.featurize.Unseen).
+    buckets: int = field(default=0, metadata=_range(ge=0))
+    bucket_ngrams: bool = True
+    subwords: list[int] = field(default_factory=lambda: [3, 5])
     distill: DistillConfig = field(default_factory=DistillConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def _check(self) -> list[tuple[str, str]]:
         bad = [d for d in self.hidden_dims if d < 1]
-        return [("hidden_dims", f"every size must be >= 1, got {bad[0]}")] if bad else []
+        errors = [("hidden_dims", f"every size must be >= 1, got {bad[0]}")] if bad else []
+        if self.subwords and not (len(self.subwords) == 2
+                                  and 1 <= self.subwords[0] <= self.subwords[1] <= 20):
+            errors.append(("subwords", "must be [min, max] character n-gram lengths with "
+                           f"1 <= min <= max <= 20, or [] for none; got {self.subwords}"))
+        if self.buckets and not self.bucket_ngrams and not self.subwords:
+            errors.append(("buckets", "nothing would go to the buckets: set "
+                           "student.bucket_ngrams: true or student.subwords, or buckets: 0"))
+        return errors
 
 
 @dataclass
@@ -222,7 +236,9 @@ class EvalConfig:
 # section's hash at their default, so that those runs stay up to date.
 ADDED_LATER = [("student", "init", "random"), ("teacher", "max_windows", 1),
                ("data", "augment.neighbour_prob", 0.0), ("data", "augment.neighbour_model", None),
-               ("data", "augment.neighbours", 10), ("data", "augment.splice_prob", 0.0)]
+               ("data", "augment.neighbours", 10), ("data", "augment.splice_prob", 0.0),
+               ("student", "buckets", 0), ("student", "bucket_ngrams", True),
+               ("student", "subwords", [3, 5])]
 
 
 @dataclass

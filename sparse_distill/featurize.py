@@ -63,6 +63,38 @@ class Bag:
                                  shape=(len(self), n_features))
 
 
+@dataclass(frozen=True)
+class Unseen:
+    """Hashed rows after the vocabulary's for what it lacks: fastText's hashing trick.
+
+    buckets: how many rows (0: none, the paper's student). ngrams: a word n-gram of the text
+    that is not in the vocabulary takes the row its hash picks. subwords: (min, max) lengths of
+    the character n-grams of a word that is not in the vocabulary as a unigram (fastText's
+    sub-words, of the word wrapped in '<' '>'), or None. Rows are shared by whatever hashes to
+    them, as in fastText; the compiled featuriser only (the default token pattern).
+    """
+
+    buckets: int = 0
+    ngrams: bool = True
+    subwords: tuple[int, int] | None = (3, 5)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"buckets": self.buckets, "ngrams": self.ngrams,
+                "subwords": list(self.subwords) if self.subwords else None}
+
+    @classmethod
+    def from_json(cls, meta: dict[str, Any] | None) -> Unseen:
+        """`None` (a student saved before buckets existed) is no buckets."""
+        if not meta:
+            return cls(0)
+        sub = meta.get("subwords")
+        return cls(int(meta["buckets"]), bool(meta["ngrams"]),
+                   (int(sub[0]), int(sub[1])) if sub else None)
+
+
+NO_BUCKETS = Unseen(0)
+
+
 @dataclass
 class Vocabulary:
     """N-grams in id order (most frequent first), with their document and term frequencies."""
@@ -90,8 +122,8 @@ class Vocabulary:
                                lowercase=self.lowercase, token_pattern=self.token_pattern,
                                dtype=np.float32)
 
-    def featurizer(self, threads: int | None = None) -> Featurizer:
-        return Featurizer(self, threads)
+    def featurizer(self, threads: int | None = None, unseen: Unseen = NO_BUCKETS) -> Featurizer:
+        return Featurizer(self, threads, unseen)
 
     def save(self, directory: str | Path) -> None:
         """vocab.json (settings + n-grams) and df.npy / tf.npy; no pickle anywhere."""
@@ -154,23 +186,38 @@ def thread_pool(threads: int, purpose: str) -> ThreadPoolExecutor:
 
 
 class Featurizer:
-    """Texts -> `Bag`, with exactly the content of `CountVectorizer(vocabulary=...).transform`.
+    """Texts -> `Bag`, with exactly the content of `CountVectorizer(vocabulary=...).transform`,
+    plus, with `unseen.buckets` > 0, ids |V| .. |V| + buckets - 1 for what the vocabulary lacks
+    (`Unseen`).
 
     `threads`: how many threads share a large batch (default: every usable CPU). The compiled
     path releases the GIL, so they run in parallel; a batch of fewer than 2 x 256 texts runs in
     the calling thread.
     """
 
-    def __init__(self, vocab: Vocabulary, threads: int | None = None):
+    def __init__(self, vocab: Vocabulary, threads: int | None = None,
+                 unseen: Unseen = NO_BUCKETS):
         self.vocab = vocab
+        self.unseen = unseen
         self.threads = max(1, threads or usable_cpus())
+        if unseen.buckets and not vocab.compiled:
+            raise DataError(f"hashed buckets for unseen n-grams need the default token pattern "
+                            f"(vocab.token_pattern is {vocab.token_pattern!r}); set "
+                            "student.buckets: 0 or drop vocab.token_pattern")
         if vocab.compiled:
             lo, hi = vocab.ngram_range
-            self._index = compiled_module().Index(vocab.ngrams, lo, hi, vocab.lowercase)
+            minn, maxn = unseen.subwords or (0, 0)
+            self._index = compiled_module().Index(vocab.ngrams, lo, hi, vocab.lowercase,
+                                                  unseen.buckets, unseen.ngrams, minn, maxn)
         else:
             self._index = None
             self._vectorizer = vocab.vectorizer()
             self._vectorizer.fit([])  # a fixed vocabulary: fitting only validates it
+
+    @property
+    def n_rows(self) -> int:
+        """Rows of the table this featuriser's ids index: the vocabulary, then the buckets."""
+        return len(self.vocab) + self.unseen.buckets
 
     def __call__(self, texts: Sequence[str]) -> Bag:
         return self.bag(texts)

@@ -35,8 +35,10 @@ from .embed_init import teacher_table
 from .errors import DataError
 from .featurize import (
     MIN_TEXTS_PER_THREAD,
+    NO_BUCKETS,
     Bag,
     Featurizer,
+    Unseen,
     Vocabulary,
     thread_pool,
     usable_cpus,
@@ -216,10 +218,10 @@ class Corpus:
 
 
 def featurize_corpus(texts: list[str], vocab: Vocabulary, directory: Path,
-                     chunk: int = 20_000) -> Corpus:
+                     chunk: int = 20_000, unseen: Unseen = NO_BUCKETS) -> Corpus:
     """Featurise `texts` into `directory` (once: an existing complete directory is reused)."""
     if not (directory / "offsets.npy").is_file():
-        featurizer = Featurizer(vocab)
+        featurizer = Featurizer(vocab, unseen=unseen)
         with staged_dir(directory, force=True) as tmp:
             parts = [featurizer(texts[i:i + chunk]) for i in range(0, len(texts), chunk)]
             lengths = np.concatenate([np.diff(p.offsets) for p in parts])
@@ -275,9 +277,10 @@ class Student:
     """
 
     def __init__(self, model: SparseDAN, vocab: Vocabulary, labels: list[str], pooling: str,
-                 threads: int | None = None):
+                 threads: int | None = None, unseen: Unseen = NO_BUCKETS):
         self.model = model.eval()
-        self.featurizer = Featurizer(vocab, threads=1)  # the chunks are the parallel work
+        # threads=1: the chunks are the parallel work
+        self.featurizer = Featurizer(vocab, threads=1, unseen=unseen)
         self.labels = labels
         self.pooling = pooling
         self.threads = max(1, threads or usable_cpus())
@@ -293,7 +296,7 @@ class Student:
                           initialise=False)
         model.load_state_dict(load_file(str(directory / weights)), assign=True)
         return cls(model, Vocabulary.load(directory / "vocab"), meta["labels"], arch["pooling"],
-                   threads)
+                   threads, Unseen.from_json(arch.get("unseen")))
 
     def tensors(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The model's inputs for `texts`: ids (nnz,) int32, offsets (n + 1,) int64 and weights
@@ -575,13 +578,18 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
     gold = np.asarray([label_id[r["label"]] if r["label"] is not None else -1 for r in rows],
                       dtype=np.int64)
 
-    # The featurised corpus is shared by every student run on the same vocabulary and texts.
-    digest = hashlib.sha256((sha256_file(run_dir / "vocab" / "vocab.json")
-                             + sha256_file(targets_dir / "texts.jsonl")).encode()).hexdigest()
+    # The featurised corpus is shared by every student run on the same vocabulary, texts and
+    # buckets (a run without buckets keeps the key it had before they existed).
+    unseen = Unseen(s.buckets, s.bucket_ngrams,
+                    (s.subwords[0], s.subwords[1]) if s.subwords else None)
+    key = (sha256_file(run_dir / "vocab" / "vocab.json")
+           + sha256_file(targets_dir / "texts.jsonl")
+           + (json.dumps(unseen.to_json(), sort_keys=True) if unseen.buckets else ""))
+    digest = hashlib.sha256(key.encode()).hexdigest()
     t0 = time.perf_counter()
     corpus = featurize_corpus([r["text"] for r in rows], vocab,
-                              run_dir / "features" / digest[:16])
-    featurizer = Featurizer(vocab)
+                              run_dir / "features" / digest[:16], unseen=unseen)
+    featurizer = Featurizer(vocab, unseen=unseen)
     dev = (featurizer(data.dev.texts), np.asarray([label_id[x] for x in data.dev.labels]))
     timings["featurize_s"] = time.perf_counter() - t0
 
@@ -591,14 +599,14 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
 
     dense_bf16 = s.dense_precision == "bf16" or (
         s.dense_precision == "auto" and rt.device.type == "cuda" and bf16_native(rt.device))
-    model = SparseDAN(len(vocab), len(labels), s.embedding_dim, s.hidden_dims, s.pooling,
-                      s.activation, s.dropout, dense_bf16)
+    model = SparseDAN(featurizer.n_rows, len(labels), s.embedding_dim, s.hidden_dims,
+                      s.pooling, s.activation, s.dropout, dense_bf16)
     if s.init == "teacher":
         t0 = time.perf_counter()
         teacher_dir = (run_dir / "teacher" / "model" if cfg.teacher.finetune
                        else model_source(cfg.teacher.model))
-        with torch.no_grad():
-            model.embedding.weight.copy_(teacher_table(
+        with torch.no_grad():  # the buckets' rows, hashed strings with no words, stay random
+            model.embedding.weight[:len(vocab)].copy_(teacher_table(
                 vocab, str(teacher_dir), s.embedding_dim, run_dir / "features" / "init",
                 rt.device, cfg.teacher.trust_remote_code, report))
         timings["init_s"] = time.perf_counter() - t0
@@ -637,8 +645,9 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
 
     timings["total_s"] = time.perf_counter() - start
     params = sum(p.numel() for p in model.parameters())
-    arch = {"vocab_size": len(vocab), "embedding_dim": s.embedding_dim,
-            "hidden_dims": s.hidden_dims, "pooling": s.pooling, "activation": s.activation}
+    arch = {"vocab_size": featurizer.n_rows, "embedding_dim": s.embedding_dim,
+            "hidden_dims": s.hidden_dims, "pooling": s.pooling, "activation": s.activation,
+            **({"unseen": unseen.to_json()} if unseen.buckets else {})}
     manifest = make_manifest(cfg, "student", fp, inputs,
                              counts={"targets": len(rows), "train_rows": train_rows,
                                      "parameters": params, "nnz": int(corpus.offsets[-1])},

@@ -47,6 +47,17 @@ def test_wrong_item_type_in_list(config_dict):
     assert problems_of(config_dict) == ["student.hidden_dims[1]: expected an int, got 'big'"]
 
 
+def test_bucket_settings_are_checked(config_dict):
+    config_dict["student"] = {"subwords": [5, 3]}
+    assert problems_of(config_dict) == [
+        "student.subwords: must be [min, max] character n-gram lengths with 1 <= min <= max "
+        "<= 20, or [] for none; got [5, 3]"]
+    config_dict["student"] = {"buckets": 100, "bucket_ngrams": False, "subwords": []}
+    assert problems_of(config_dict)[0].startswith("student.buckets: nothing would go to the")
+    config_dict["student"] = {"buckets": -1}
+    assert problems_of(config_dict)[0].startswith("student.buckets:")
+
+
 def test_bool_is_not_an_int(config_dict):
     config_dict["run"]["seed"] = True
     assert problems_of(config_dict) == ["run.seed: expected an int, got True"]
@@ -201,12 +212,17 @@ def test_settings_added_later_leave_earlier_runs_up_to_date(config_dict):
     import json
 
     cfg = config_from_dict(config_dict)
-    # The hash as it was computed before student.init and teacher.max_windows existed.
-    for section, key in (("student", "init"), ("teacher", "max_windows")):
+    # The hash as it was computed before student.init, its bucket settings and
+    # teacher.max_windows existed.
+    for section, keys in (("student", ["init", "buckets", "bucket_ngrams", "subwords"]),
+                          ("teacher", ["max_windows"])):
         payload = {section: dataclasses.asdict(getattr(cfg, section))}
-        del payload[section][key]
+        for key in keys:
+            del payload[section][key]
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         assert cfg.section_hash(section) == hashlib.sha256(blob.encode()).hexdigest()
+    config_dict["student"] = {"buckets": 10}
+    assert config_from_dict(config_dict).section_hash("student") != cfg.section_hash("student")
     config_dict["student"] = {"init": "teacher"}
     config_dict["teacher"] = {"max_windows": 4}
     changed = config_from_dict(config_dict)

@@ -17,7 +17,7 @@ from sklearn.feature_extraction.text import CountVectorizer
 
 from sparse_distill import _ngrams
 from sparse_distill.errors import DataError
-from sparse_distill.featurize import Bag, Featurizer, Vocabulary
+from sparse_distill.featurize import Bag, Featurizer, Unseen, Vocabulary
 
 
 def vocabulary(ngrams: list[str], ngram_range=(1, 4), lowercase=True,
@@ -193,3 +193,100 @@ def test_the_featuriser_imports_no_training_teacher_or_model_code():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.split()
     assert loaded == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Hashed buckets for what the vocabulary lacks: against a reference written from the C file's
+# comments (token keys, MurmurHash3's finaliser, the two seeds), one text at a time.
+
+M64 = (1 << 64) - 1
+
+
+def mix64(x: int) -> int:
+    x ^= x >> 33
+    x = (x * 0xFF51AFD7ED558CCD) & M64
+    x ^= x >> 33
+    x = (x * 0xC4CEB9FE1A85EC53) & M64
+    return x ^ (x >> 33)
+
+
+def token_key(token: str) -> int:
+    """A token of <= 8 code points below 256 is them packed; any other, FNV-1a then mix64."""
+    codes = [ord(c) for c in token]
+    if len(codes) <= 8 and max(codes) < 256:
+        return sum(c << (8 * i) for i, c in enumerate(codes))
+    h = 0xCBF29CE484222325
+    for c in codes:
+        h = ((h ^ c) * 0x100000001B3) & M64
+    return mix64(h ^ len(codes))
+
+
+def reference_bucket_ids(text: str, vocab: Vocabulary, buckets: int, ngrams: bool,
+                         subwords: tuple[int, int] | None) -> list[int]:
+    index = {g: i for i, g in enumerate(vocab.ngrams)}
+    tokens = re.findall(r"(?u)\b\w\w+\b", text.lower())
+    lo, hi = vocab.ngram_range
+    out = []
+    for k in range(len(tokens)):
+        h = 0x9E3779B97F4A7C15
+        for n in range(1, hi + 1):
+            if k + n > len(tokens):
+                break
+            h = mix64(h ^ token_key(tokens[k + n - 1]))
+            if ngrams and n >= lo and " ".join(tokens[k:k + n]) not in index:
+                out.append(len(vocab) + h % buckets)
+    for token in tokens if subwords else []:
+        if token in index:
+            continue
+        wrapped = [ord("<"), *map(ord, token), ord(">")]
+        for s in range(len(wrapped)):
+            h = 0xC2B2AE3D27D4EB4F
+            for m in range(1, min(subwords[1], len(wrapped) - s) + 1):
+                h = mix64(h ^ wrapped[s + m - 1])
+                bracket = m == 1 and s in (0, len(wrapped) - 1)
+                if m >= subwords[0] and not bracket:
+                    out.append(len(vocab) + h % buckets)
+    return out
+
+
+@pytest.mark.parametrize(("ngrams", "subwords"), [(True, (3, 5)), (False, (2, 4)), (True, None)])
+def test_buckets_add_hashed_ids_for_unseen_ngrams_and_subwords(ngrams, subwords):
+    texts = [*CORPUS[::2], "Ünïcödé wörds ÄND a Verylongwordindeed unwatchable", "", "a b c"]
+    vocab = fitted(CORPUS[1::2], ngram_range=(1, 3))
+    buckets = 97
+    plain = Featurizer(vocab, threads=1)(texts)
+    hashed = Featurizer(vocab, threads=1, unseen=Unseen(buckets, ngrams, subwords))
+    assert hashed.n_rows == len(vocab) + buckets
+    bag = hashed(texts)
+    for i, text in enumerate(texts):
+        ids = bag.ids[bag.offsets[i]:bag.offsets[i + 1]]
+        counts = bag.weights[bag.offsets[i]:bag.offsets[i + 1]]
+        assert np.all(np.diff(ids) > 0)  # distinct, ascending
+        known = ids < len(vocab)
+        # The vocabulary's part is untouched: exactly CountVectorizer's row.
+        assert np.array_equal(ids[known], plain.ids[plain.offsets[i]:plain.offsets[i + 1]])
+        expected_ids, expected_counts = np.unique(
+            reference_bucket_ids(text, vocab, buckets, ngrams, subwords), return_counts=True)
+        assert np.array_equal(ids[~known], expected_ids)
+        assert np.array_equal(counts[~known], expected_counts.astype(np.float32))
+    assert Featurizer(vocab, threads=2, unseen=Unseen(buckets, ngrams, subwords))(
+        texts * 20).ids.tolist() == Featurizer(vocab, threads=1, unseen=Unseen(
+            buckets, ngrams, subwords))(texts * 20).ids.tolist()
+
+
+def test_an_unseen_word_shares_subword_buckets_with_its_relatives():
+    vocab = vocabulary(["the", "film"], ngram_range=(1, 1))
+    featurizer = Featurizer(vocab, unseen=Unseen(1 << 20, ngrams=False, subwords=(3, 5)))
+    bag = featurizer(["unwatchable", "watchable", "the film"])
+    rows = [set(bag.ids[bag.offsets[i]:bag.offsets[i + 1]].tolist()) for i in range(3)]
+    assert len(rows[0] & rows[1]) >= 10  # "wat", "atch", "chable", "ble>", ...
+    assert rows[2] == {0, 1}  # known words get no sub-words
+
+
+def test_buckets_need_the_compiled_path_and_fit_in_int32():
+    with pytest.raises(DataError, match=re.escape("student.buckets")):
+        Featurizer(vocabulary(["the film"], token_pattern=r"\w+"), unseen=Unseen(10))
+    with pytest.raises(ValueError, match="too many"):
+        _ngrams.Index(["the"], 1, 1, True, 2**31 - 2)
+    assert Unseen.from_json(None) == Unseen(0)
+    assert Unseen.from_json(Unseen(5, False, (2, 3)).to_json()) == Unseen(5, False, (2, 3))

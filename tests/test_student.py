@@ -12,7 +12,7 @@ from conftest import student_section, teacher_config
 
 from sparse_distill.config import DistillConfig, config_from_dict
 from sparse_distill.errors import StageError
-from sparse_distill.featurize import Bag
+from sparse_distill.featurize import Bag, Unseen, Vocabulary
 from sparse_distill.student import (
     Corpus,
     SparseDAN,
@@ -112,6 +112,28 @@ def test_stage_writes_a_self_contained_student(config_dict, tiny_classifier, tmp
     proba = student.predict_proba(texts)
     assert proba.shape == (3, 2) and np.allclose(proba.sum(1), 1.0, atol=1e-6)
     assert not (cfg.run_dir() / "student.partial").exists()
+
+
+def test_a_student_with_buckets_saves_them_and_uses_them_at_prediction(config_dict,
+                                                                      tiny_classifier):
+    cfg = student_config(config_dict, tiny_classifier, buckets=64, subwords=[2, 4])
+    out = pipeline(cfg).output
+    arch = json.loads((out / "student.json").read_text())["architecture"]
+    n_vocab = len(Vocabulary.load(out / "vocab"))
+    assert arch["vocab_size"] == n_vocab + 64
+    assert arch["unseen"] == {"buckets": 64, "ngrams": True, "subwords": [2, 4]}
+    student = Student.load(out)
+    assert student.featurizer.unseen == Unseen(64, True, (2, 4))
+    assert student.model.embedding.weight.shape[0] == n_vocab + 64
+    # A word the vocabulary lacks reaches the model through its buckets.
+    ids, _, _ = student.tensors(["zqxwvut"])
+    assert len(ids) > 0 and bool((ids >= n_vocab).all())
+    assert student.predict(["zqxwvut", "A dull mess."])[1] in {"neg", "pos"}
+    # Without buckets the same run directory's corpus features are kept apart.
+    features = sorted(p.name for p in (cfg.run_dir() / "features").iterdir())
+    train_student(student_config(config_dict, tiny_classifier), force=True)
+    assert len(sorted(p.name for p in (cfg.run_dir() / "features").iterdir())) == \
+        len(features) + 1
 
 
 def test_resume_equals_an_uninterrupted_run(config_dict, tiny_classifier, tmp_path, monkeypatch):
