@@ -249,11 +249,12 @@ def eval_(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
                                   f"{m['agreement']:.4f}" if "agreement" in m else "",
                                   f"{m['retention']:.3f}" if "retention" in m else "")
         out.print(table)
-        s = metrics["speed"]
-        out.print(f"speed, end to end ({s['device']}, {s['threads']} threads): teacher "
-                  f"{s['teacher']['samples_per_s']:,.0f} texts/s (batch "
-                  f"{s['teacher']['batch_size']}), student {s['student']['samples_per_s']:,.0f} "
-                  f"texts/s (batch {s['student']['batch_size']}): {s['speedup']:,.1f}x")
+        for s in (metrics[k] for k in ("speed", "speed_cpu") if k in metrics):
+            out.print(f"speed, end to end, both on {s['device']} ({s['threads']} threads): "
+                      f"teacher {s['teacher']['samples_per_s']:,.0f} texts/s (batch "
+                      f"{s['teacher']['batch_size']}), student "
+                      f"{s['student']['samples_per_s']:,.0f} texts/s (batch "
+                      f"{s['student']['batch_size']}): {s['speedup']:,.1f}x")
     out.print(f"output: {result.output} (metrics.json, report.md)")
     out.print(f"next:   sdistill predict {result.output.parent / 'student'} -i TEXTS.txt")
 
@@ -348,6 +349,8 @@ def predict(
                                             "[default: from the name; stdin: txt].")] = None,
     text_column: Annotated[str, typer.Option(help="The text field of jsonl/csv input.")] = "text",
     batch_size: Annotated[int, typer.Option(min=1)] = 1024,
+    device: Annotated[str, typer.Option(help="Where the model runs: cpu, cuda, cuda:N or auto "
+                                        "(the featuriser always runs on the CPU).")] = "cpu",
     force: ForceOpt = False,
 ) -> None:
     """Raw text (file or stdin) -> label + probabilities, as jsonl, streamed in batches."""
@@ -358,7 +361,7 @@ def predict(
         if not (model_dir / "student.json").is_file():
             raise SDistillError(f"{model_dir}: not a student directory (no student.json); "
                                 "give RUN/student after `sdistill train-student CONFIG`")
-        stats = predict_file(Student.load(model_dir), input_, output, fmt=fmt,
+        stats = predict_file(Student.load(model_dir, device=device), input_, output, fmt=fmt,
                              text_column=text_column, top_k=top_k, batch_size=batch_size,
                              force=force, on_skip=lambda m: err.print(f"[yellow]{m}[/]"))
     err.print(f"predicted {stats.predicted:,} texts; skipped {stats.skipped:,} bad lines"

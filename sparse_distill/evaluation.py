@@ -138,21 +138,31 @@ def evaluate(cfg: Config | str | Path, *, force: bool = False,
                         "add data.dev / data.test or change eval.splits")
     t = cfg.teacher
     model, tokenizer, columns = load_teacher(cfg, teacher_manifest)
-    model.to(rt.device)
-    precision = resolve_precision(t.precision, rt.device)
     student_dir = cfg.run_dir() / "student"
-    students = {"student": Student.load(student_dir)}
+    # Both models run on run.device, for quality and for speed.
+    students = {"student": Student.load(student_dir, device=rt.device)}
     if (student_dir / "model-kd.safetensors").is_file() and cfg.student.finetune.epochs > 0:
-        students = {"student_kd": Student.load(student_dir, "model-kd.safetensors"),
+        students = {"student_kd": Student.load(student_dir, "model-kd.safetensors",
+                                               device=rt.device),
                     "student": students["student"]}
 
-    def teacher_labels(texts: list[str], batch_size: int = t.label_batch_size,
-                       encoded: tuple[list[list[int]], np.ndarray] | None = None) -> list[str]:
-        logits = predict_logits(model, tokenizer, texts, max_length=t.max_length,
-                                batch_size=batch_size, device=rt.device, precision=precision,
-                                sort_by_length=t.sort_by_length, max_windows=t.max_windows,
-                                encoded=encoded)
-        return [labels[i] for i in logits[:, columns].argmax(axis=1)]
+    def teacher_on(device: torch.device) -> tuple[Callable[..., list[str]], str]:
+        """The teacher moved to `device`: its labelling function and its precision there."""
+        model.to(device)
+        precision = resolve_precision(t.precision, device)
+
+        def teacher_labels(texts: list[str], batch_size: int = t.label_batch_size,
+                           encoded: tuple[list[list[int]], np.ndarray] | None = None
+                           ) -> list[str]:
+            logits = predict_logits(model, tokenizer, texts, max_length=t.max_length,
+                                    batch_size=batch_size, device=device, precision=precision,
+                                    sort_by_length=t.sort_by_length, max_windows=t.max_windows,
+                                    encoded=encoded)
+            return [labels[i] for i in logits[:, columns].argmax(axis=1)]
+
+        return teacher_labels, precision
+
+    teacher_labels = teacher_on(rt.device)[0]
 
     quality: dict[str, Any] = {}
     report.start("evaluate", len(splits), unit="splits")
@@ -178,11 +188,20 @@ def evaluate(cfg: Config | str | Path, *, force: bool = False,
 
     speed_split = splits.get("test") or next(iter(splits.values()))
     texts = speed_split.texts[:cfg.eval.speed_texts]
-    speed = measure_speed(texts, teacher_labels, tokenizer, t.max_length, students["student"],
-                          cfg.eval.batch_sizes, cfg.eval.repeats, report, t.max_windows)
-    speed.update(device=str(rt.device), threads=torch.get_num_threads(), n_texts=len(texts),
-                 teacher_precision=precision)
-    metrics = {"labels": labels, "splits": quality, "speed": speed}
+
+    def speed_on(device: torch.device, student: Student) -> dict[str, Any]:
+        """Teacher and student both on `device`: a speedup never compares two devices."""
+        labels_fn, precision = teacher_on(device)
+        speed = measure_speed(texts, labels_fn, tokenizer, t.max_length, student,
+                              cfg.eval.batch_sizes, cfg.eval.repeats, report, t.max_windows)
+        speed.update(device=str(device), threads=torch.get_num_threads(), n_texts=len(texts),
+                     teacher_precision=precision)
+        return speed
+
+    metrics = {"labels": labels, "splits": quality,
+               "speed": speed_on(rt.device, students["student"])}
+    if rt.device.type != "cpu":  # and where both run on the CPU, as most serving does
+        metrics["speed_cpu"] = speed_on(torch.device("cpu"), Student.load(student_dir))
     manifest = make_manifest(cfg, "eval", fp, inputs, counts={n: s["n"] for n, s in
                                                               quality.items()},
                              labels=labels, timings={"total_s": time.perf_counter() - start})
@@ -316,20 +335,26 @@ def render_report(metrics: dict[str, Any], figures: list[str] | None = None) -> 
             q = entry["oov_quartile"]
             lines.append(f"| {split} | {q['n']:,} | {q['mean_oov_rate']:.1%} | " + " | ".join(
                 f"{q[k]:.4f}" if k in q else "" for k in MODEL_NAMES) + " |")
-    s = metrics["speed"]
-    lines += ["", "## Speed", "",
-              f"{s['n_texts']:,} texts, device {s['device']}, {s['threads']} threads, teacher in "
-              f"{s['teacher_precision']}; samples/s end to end (model only).", "",
-              "| batch size | teacher | student | student / teacher |", "|---:|---:|---:|---:|"]
-    for bs, t_row in s["by_batch_size"]["teacher"].items():
-        st_row = s["by_batch_size"]["student"][bs]
-        lines.append(f"| {bs} | {t_row['samples_per_s']:,.0f} "
-                     f"({t_row['model_only_samples_per_s']:,.0f}) | "
-                     f"{st_row['samples_per_s']:,.0f} ({st_row['model_only_samples_per_s']:,.0f}) "
-                     f"| {st_row['samples_per_s'] / t_row['samples_per_s']:,.1f}x |")
-    lines += ["", f"speedup, end to end, each at its fastest batch size (teacher "
-              f"{s['teacher']['batch_size']}, student {s['student']['batch_size']}): "
-              f"{s['speedup']:,.1f}x", ""]
+    for key in ("speed", "speed_cpu"):
+        if key not in metrics:
+            continue
+        s = metrics[key]
+        lines += ["", f"## Speed on {s['device']}", "",
+                  f"{s['n_texts']:,} texts, teacher and student both on {s['device']}, "
+                  f"{s['threads']} threads, teacher in {s['teacher_precision']}; samples/s end "
+                  "to end (model only).", "",
+                  "| batch size | teacher | student | student / teacher |",
+                  "|---:|---:|---:|---:|"]
+        for bs, t_row in s["by_batch_size"]["teacher"].items():
+            st_row = s["by_batch_size"]["student"][bs]
+            lines.append(f"| {bs} | {t_row['samples_per_s']:,.0f} "
+                         f"({t_row['model_only_samples_per_s']:,.0f}) | "
+                         f"{st_row['samples_per_s']:,.0f} "
+                         f"({st_row['model_only_samples_per_s']:,.0f}) "
+                         f"| {st_row['samples_per_s'] / t_row['samples_per_s']:,.1f}x |")
+        lines += ["", f"speedup on {s['device']}, end to end, each at its fastest batch size "
+                  f"(teacher {s['teacher']['batch_size']}, student {s['student']['batch_size']}):"
+                  f" {s['speedup']:,.1f}x", ""]
     if figures:
         lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
     else:

@@ -266,6 +266,21 @@ def torch_single_threaded() -> Iterator[None]:
                 torch.set_num_threads(_torch_threads_saved)
 
 
+def inference_device(device: str | torch.device) -> torch.device:
+    """`device` as torch's, "auto" resolved; a CUDA device this machine lacks is a clear error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise DataError(f"device {device!r}: expected cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (
+            device.index is not None and device.index >= torch.cuda.device_count())):
+        raise DataError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA "
+                        "device(s); use cpu or auto")
+    return device
+
+
 class Student:
     """A trained student directory: `Student.load(dir).predict(["some text", ...])`.
 
@@ -279,6 +294,7 @@ class Student:
     def __init__(self, model: SparseDAN, vocab: Vocabulary, labels: list[str], pooling: str,
                  threads: int | None = None, unseen: Unseen = NO_BUCKETS):
         self.model = model.eval()
+        self.device = model.embedding.weight.device
         # threads=1: the chunks are the parallel work
         self.featurizer = Featurizer(vocab, threads=1, unseen=unseen)
         self.labels = labels
@@ -287,14 +303,18 @@ class Student:
 
     @classmethod
     def load(cls, directory: str | Path, weights: str = "model.safetensors",
-             threads: int | None = None) -> Student:
+             threads: int | None = None, device: str | torch.device = "cpu") -> Student:
+        """The student of `directory` on `device` ("cpu", "cuda", "cuda:1", "auto": CUDA where
+        there is one): its model runs there, its featuriser on the CPU."""
         directory = Path(directory)
+        device = inference_device(device)
         meta = json.loads((directory / "student.json").read_text(encoding="utf-8"))
         arch = meta["architecture"]
         model = SparseDAN(arch["vocab_size"], len(meta["labels"]), arch["embedding_dim"],
                           arch["hidden_dims"], arch["pooling"], arch["activation"], 0.0,
                           initialise=False)
-        model.load_state_dict(load_file(str(directory / weights)), assign=True)
+        model.load_state_dict(load_file(str(directory / weights), device=str(device)),
+                              assign=True)
         return cls(model, Vocabulary.load(directory / "vocab"), meta["labels"], arch["pooling"],
                    threads, Unseen.from_json(arch.get("unseen")))
 
@@ -307,8 +327,10 @@ class Student:
 
     @torch.inference_mode()
     def forward(self, inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> np.ndarray:
-        """(n_texts, n_classes) logits of inputs made by `tensors`."""
-        return self.model(*inputs).numpy()
+        """(n_texts, n_classes) logits of inputs made by `tensors`, on the model's device."""
+        if self.device.type == "cpu":
+            return self.model(*inputs).numpy()
+        return self.model(*(x.to(self.device) for x in inputs)).cpu().numpy()
 
     def map(self, fn: Callable[[Any], np.ndarray], items: list[Any]) -> list[np.ndarray]:
         """`fn` over `items` on the student's threads (torch single-threaded meanwhile), in
@@ -411,10 +433,14 @@ class PhaseTrainer:
 
     def save(self) -> None:
         tmp = self.ckpt.with_suffix(".tmp")
+        # Dropout draws from the generator of the device it runs on: both are saved.
+        rng = {"rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         torch.save({"model": self.model.state_dict(), "sparse": self.sparse.state_dict(),
                     "dense": self.dense.state_dict(),
                     "schedulers": [s.state_dict() for s in self.schedulers],
-                    "state": self.state, "rng": torch.get_rng_state()}, tmp)
+                    "state": self.state, **rng}, tmp)
         os.replace(tmp, self.ckpt)
 
     def resume(self) -> bool:
@@ -428,17 +454,82 @@ class PhaseTrainer:
             scheduler.load_state_dict(state)
         self.state = ckpt["state"]
         torch.set_rng_state(ckpt["rng"])
+        if self.device.type == "cuda" and "cuda_rng" in ckpt:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
         return True
 
 
 def _batches(n_rows: int, batch_size: int, seed: int, start_step: int, total_steps: int
              ) -> Any:
-    """(step, row indices) from `start_step`: a fresh seeded permutation every epoch."""
+    """(step, row indices) from `start_step`: a fresh seeded permutation every epoch, drawn
+    once per epoch (at 10M rows one takes 0.4 s, more than a GPU step)."""
     per_epoch = max(1, n_rows // batch_size)  # drop the last partial batch: fixed shapes
+    perm, perm_epoch = np.empty(0, np.int64), -1
     for step in range(start_step, total_steps):
         epoch, position = divmod(step, per_epoch)
-        perm = np.random.default_rng([seed, epoch]).permutation(n_rows)
+        if epoch != perm_epoch:
+            perm, perm_epoch = np.random.default_rng([seed, epoch]).permutation(n_rows), epoch
         yield step, perm[position * batch_size:(position + 1) * batch_size]
+
+
+Batch = tuple[np.ndarray, tuple[torch.Tensor, ...]]
+
+
+def _ahead(batches: Iterator[tuple[int, np.ndarray]], prepare: Callable[[np.ndarray], Batch],
+           prefetch: bool) -> Iterator[tuple[int, Batch]]:
+    """(step, prepare(rows)) for each batch; with `prefetch`, the next batch is prepared on
+    another thread while the caller trains on this one (on CUDA: gathered, pinned and copied
+    while the GPU runs the step). The batches are the same either way."""
+    if not prefetch:
+        for step, idx in batches:
+            yield step, prepare(idx)
+        return
+    pool = thread_pool(1, "prefetch")
+    upcoming = next(batches, None)
+    pending = pool.submit(prepare, upcoming[1]) if upcoming else None
+    while upcoming is not None and pending is not None:
+        step = upcoming[0]
+        upcoming = next(batches, None)
+        ready = pending.result()
+        pending = pool.submit(prepare, upcoming[1]) if upcoming else None
+        yield step, ready
+
+
+def batch_maker(corpus: Corpus, targets: np.ndarray | None, gold: np.ndarray,
+                labelled_rows: int, alpha: float, pooling: str, device: torch.device
+                ) -> Callable[[np.ndarray], Batch]:
+    """rows -> (rows, the step's inputs on `device`): bag tensors, then the teacher's logits
+    (KD) or the gold labels (fine-tuning), then, for KD with alpha > 0, the positions of the
+    gold-labelled rows and their labels."""
+    cpu = torch.device("cpu")
+
+    def prepare(idx: np.ndarray) -> Batch:
+        host = [*bag_tensors(corpus.rows(idx), pooling, cpu)]
+        if targets is not None:
+            host.append(torch.from_numpy(targets[idx]))  # (batch, classes)
+            has_gold = np.flatnonzero(idx < labelled_rows)
+            if alpha > 0 and len(has_gold):
+                host += [torch.from_numpy(has_gold), torch.from_numpy(gold[idx[has_gold]])]
+        else:
+            host.append(torch.from_numpy(gold[idx]))  # (batch,)
+        if device.type == "cuda":  # pinned: the copy runs asynchronously, beside a step
+            return idx, tuple(t.pin_memory().to(device, non_blocking=True) for t in host)
+        return idx, tuple(host)
+
+    return prepare
+
+
+def step_loss(model: SparseDAN, inputs: tuple[torch.Tensor, ...], kd: bool,
+              temperature: float, alpha: float) -> torch.Tensor:
+    """The loss of one step on `batch_maker`'s inputs."""
+    logits = model(*inputs[:3])  # (batch, classes)
+    if not kd:
+        return F.cross_entropy(logits, inputs[3])
+    loss = kd_loss(logits, inputs[3], temperature)
+    if len(inputs) > 4:  # cross-entropy on the batch's gold-labelled rows
+        ce = F.cross_entropy(logits.index_select(0, inputs[4]), inputs[5])
+        loss = (1 - alpha) * loss + alpha * ce
+    return loss
 
 
 def reuse_freed_memory() -> bool:
@@ -507,29 +598,27 @@ def run_phase(trainer: PhaseTrainer, corpus: Corpus, targets: np.ndarray | None,
         return {"resumed": resumed, **trainer.state}
     model.train()
     report.start(trainer.phase, total_steps, trainer.state["step"], unit="steps")
-    start, seen, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
+    cuda = device.type == "cuda"
+    prepare = batch_maker(corpus, targets, gold, labelled_rows, alpha, s.pooling, device)
+    start, seen, steps = time.perf_counter(), 0, 0
+    # The loss is summed on the device and read back at evaluations only: reading it every
+    # step would make the host wait for the GPU every step.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     last_save = start
     n_rows = len(corpus) if targets is not None else labelled_rows
-    for step, idx in _batches(n_rows, batch_size, seed, trainer.state["step"], total_steps):
-        logits = model(*bag_tensors(corpus.rows(idx), s.pooling, device))  # (batch, classes)
-        if targets is not None:
-            loss = kd_loss(logits, torch.from_numpy(targets[idx]).to(device), temperature)
-            has_gold = idx < labelled_rows
-            if alpha > 0 and has_gold.any():
-                ce = F.cross_entropy(logits[torch.from_numpy(has_gold)],
-                                     torch.from_numpy(gold[idx[has_gold]]).to(device))
-                loss = (1 - alpha) * loss + alpha * ce
-        else:
-            loss = F.cross_entropy(logits, torch.from_numpy(gold[idx]).to(device))
+    batches = _batches(n_rows, batch_size, seed, trainer.state["step"], total_steps)
+    for step, (idx, inputs) in _ahead(batches, prepare, prefetch=cuda):
+        loss = step_loss(model, inputs, targets is not None, temperature, alpha)
         trainer.step(loss)
         seen += len(idx)
         steps += 1
-        loss_sum += float(loss.detach())
+        loss_sum += loss.detach()
         report.update(1)
         if (step + 1) % eval_every == 0 or step + 1 == total_steps:
             elapsed = time.perf_counter() - start
             dev_acc = accuracy(model, dev[0], dev[1], s.pooling, device)
-            record = {"phase": trainer.phase, "step": step + 1, "loss": loss_sum / steps,
+            record = {"phase": trainer.phase, "step": step + 1,
+                      "loss": float(loss_sum) / steps,
                       "dev_accuracy": dev_acc, "samples_per_s": seen / elapsed,
                       "lr": trainer.schedulers[0].get_last_lr()[0]}
             _log(log, record)
@@ -540,7 +629,8 @@ def run_phase(trainer: PhaseTrainer, corpus: Corpus, targets: np.ndarray | None,
                     >= CHECKPOINT_SECONDS:
                 trainer.save()
                 last_save = time.perf_counter()
-            start, seen, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
+            start, seen, steps = time.perf_counter(), 0, 0
+            loss_sum.zero_()
             if stop:
                 break
     return {"resumed": resumed, **trainer.state}
@@ -557,6 +647,12 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
         return done
     report = report or Reporter()
     rt = runtime(cfg.run.device)
+    if rt.device.type == "cuda":
+        # Deterministic kernels where torch has them (cuBLAS reads its workspace setting when
+        # it starts). The rest, atomics in CUDA's sparse updates, may differ in rounding from
+        # run to run, so a resumed CUDA run matches an uninterrupted one within a tolerance.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
     reuse_freed_memory()
     torch.manual_seed(cfg.run.seed)
     start = time.perf_counter()

@@ -76,6 +76,11 @@ def runtime(device: str) -> Runtime:
     if device == "cuda" and world > 1:
         device = f"cuda:{local_rank}"
     dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise SDistillError(
+            f"run.device: process {rank} of {world} would use {dev}, but this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s); launch at most that many processes "
+            "(torchrun --nproc_per_node N) or set run.device: cpu")
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(
             backend="nccl" if dev.type == "cuda" else "gloo",
@@ -144,10 +149,14 @@ def load_tokenizer(source: str, trust_remote_code: bool) -> Any:
 
 
 def load_classifier(source: str, labels: list[str] | None, trust_remote_code: bool) -> Any:
-    """A sequence classifier; with `labels`, its head is (re)made for them (to be fine-tuned)."""
+    """A sequence classifier; with `labels`, its head is (re)made for them (to be fine-tuned).
+
+    Its weights are float32 whatever the checkpoint's dtype (transformers 5 would keep a float16
+    checkpoint in float16, and fine-tune it so): lower precision is autocast's, per
+    `teacher.precision` and `teacher.train_precision`, over float32 weights."""
     from transformers import AutoModelForSequenceClassification
 
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": torch.float32}
     if labels is not None:
         kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
                       label2id={lab: i for i, lab in enumerate(labels)},

@@ -59,6 +59,23 @@ def test_predict_reads_stdin(trained_student):
     assert [r["line"] for r in rows_of(result.output)] == [1, 2]
 
 
+def test_predict_device_option(trained_student, monkeypatch):
+    import torch
+
+    result = runner.invoke(app, ["predict", str(trained_student), "--device", "auto"],
+                           input="first text\n")
+    assert result.exit_code == 0, result.output
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = runner.invoke(app, ["predict", str(trained_student), "--device", "cuda:1"],
+                           input="first text\n")
+    assert result.exit_code == 1
+    assert "device cuda:1: this machine has 0 CUDA device(s); use cpu or auto" in result.output
+    result = runner.invoke(app, ["predict", str(trained_student), "--device", "gpu"],
+                           input="first text\n")
+    assert result.exit_code == 1 and "expected cpu, cuda, cuda:N or auto" in result.output
+
+
 def test_predict_names_a_wrong_directory(tmp_path):
     result = runner.invoke(app, ["predict", str(tmp_path)])
     assert result.exit_code == 1 and "not a student directory (no student.json)" in result.output

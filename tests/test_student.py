@@ -330,3 +330,23 @@ def test_defaults_stop_early_when_dev_stops_improving(config_dict, tiny_classifi
     log = [json.loads(x) for x in (result.output / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [kd["eval_every"] * i for i in (1, 2, 3)]
     assert saves == [kd["steps"]]  # a checkpoint at the stop; the evaluations before, seconds apart
+
+
+def test_batches_draw_each_epochs_permutation_once_and_prefetch_changes_nothing():
+    from sparse_distill.student import _ahead, _batches
+
+    got = list(_batches(10, 3, seed=7, start_step=2, total_steps=9))
+    # The definition: epoch e's order is default_rng([seed, e]).permutation; 3 batches an epoch.
+    expected = [(step, np.random.default_rng([7, step // 3]).permutation(10)[
+        (step % 3) * 3:(step % 3) * 3 + 3]) for step in range(2, 9)]
+    assert [s for s, _ in got] == [s for s, _ in expected]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, expected, strict=True))
+
+    def prepare(idx):
+        return idx, (torch.from_numpy(idx * 2),)
+
+    plain = list(_ahead(_batches(10, 3, 7, 0, 9), prepare, prefetch=False))
+    ahead = list(_ahead(_batches(10, 3, 7, 0, 9), prepare, prefetch=True))
+    assert [s for s, _ in plain] == [s for s, _ in ahead] == list(range(9))
+    assert all(torch.equal(a[1][0], b[1][0]) for (_, a), (_, b) in zip(plain, ahead, strict=True))
+    assert list(_ahead(_batches(10, 3, 7, 9, 9), prepare, prefetch=True)) == []

@@ -255,3 +255,35 @@ def test_teach_with_windows_labels_long_texts_from_all_of_them(config_dict, tiny
     assert long.any()
     changed = ~np.isclose(a, b, rtol=1e-5, atol=1e-7).all(axis=1)  # (rows,)
     np.testing.assert_array_equal(changed, long)  # long texts relabelled, short ones not
+
+
+def test_a_float16_checkpoint_loads_in_float32(tiny_classifier, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from sparse_distill.teacher import load_classifier
+
+    half = AutoModelForSequenceClassification.from_pretrained(str(tiny_classifier)).half()
+    half.save_pretrained(str(tmp_path))
+    assert AutoModelForSequenceClassification.from_pretrained(str(tmp_path)).dtype == \
+        torch.float16  # what transformers 5 does unasked
+    for labels in (None, ["neg", "pos"]):
+        model = load_classifier(str(tmp_path), labels, False)
+        assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
+    import torch
+
+    from sparse_distill.teacher import runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(SDistillError, match=re.escape(
+            "run.device: process 1 of 2 would use cuda:1, but this machine has 1 CUDA "
+            "device(s); launch at most that many processes")):
+        runtime("auto")
+    assert not torch.distributed.is_initialized()
