@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .config import as_config, default_cache_dir
 from .errors import SDistillError
-from .progress import Reporter
+from .progress import LogLines, Reporter
 from .rundir import StageResult
 
 app = typer.Typer(
@@ -141,12 +141,19 @@ class _Bars(Reporter):
             self.bar = None
 
 
+def _reporter() -> Reporter:
+    """A bar per phase on a terminal; plain lines where stderr is a file or a pipe (CI, nohup,
+    a log), where a bar would draw nothing for the whole of a long stage."""
+    return _Bars() if sys.stderr.isatty() else LogLines()
+
+
 def _run_with_bars(stage: Callable[..., StageResult], config: Path, overrides: list[str] | None,
                    force: bool) -> StageResult:
     """Run a stage function with progress bars; its errors become `error:` lines."""
     with _user_errors():
         cfg = as_config(config, overrides)
-        bars = _Bars()
+        # A bar on a terminal; plain lines where stderr is a file or a pipe (a bar draws nothing).
+        bars = _reporter()
         try:
             return stage(cfg, force=force, report=bars)
         finally:
@@ -273,7 +280,7 @@ def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None
 
     with _user_errors():
         cfg = as_config(config, set_)
-        bars = _Bars()
+        bars = _reporter()
         try:
             results = run_all(cfg, force=force, report=bars, on_stage=announce)
         finally:
@@ -315,7 +322,7 @@ def benchmark(
 
     with _user_errors():
         cfgs = [as_config(c, set_) for c in configs]
-        bars = _Bars()
+        bars = _reporter()
         existed = output.is_file()
         try:
             results = run_benchmark(

@@ -237,6 +237,10 @@ def test_cli_train_student_summary_and_rerun(config_dict, tiny_classifier, write
     assert result.exit_code == 0, result.output
     assert "KD dev accuracy" in result.output and "KD+FT dev accuracy" in result.output
     assert f"next:   sdistill eval {path}" in result.output
+    # stderr is not a terminal here, as in a log file: progress comes as plain lines.
+    assert re.search(r"\] distill: started of 24 steps\n", result.output)
+    assert re.search(r"\] distill: done, 24 steps in \d+s; loss [\d.]+, dev [\d.]+", result.output)
+    assert "] finetune: started of " in result.output
     again = CliRunner().invoke(app, ["train-student", str(path)])
     assert again.exit_code == 0 and "is up to date" in again.output
 
