@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .card import write_card
 from .config import Config, as_config
 from .data import load_labeled
 from .errors import DataError
@@ -210,6 +211,7 @@ def evaluate(cfg: Config | str | Path, *, force: bool = False,
         figures = write_figures(metrics, tmp)
         atomic_write_text(tmp / "report.md", render_report(metrics, figures))
         atomic_write_json(tmp / "manifest.json", {**manifest, "metrics": metrics})
+    write_card(student_dir, metrics)  # the student's model card gets the test figures
     write_resolved_config(cfg)
     return StageResult("eval", out, False, {**manifest, "metrics": metrics})
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from .card import write_card
 from .config import Config, DistillConfig, StudentConfig, as_config
 from .data import load_labeled
 from .embed_init import teacher_table
@@ -50,6 +51,7 @@ from .rundir import (
     begin_stage,
     make_manifest,
     prepare_partial,
+    read_manifest,
     replace_dir,
     sha256_file,
     staged_dir,
@@ -751,15 +753,18 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
     manifest.update(results=results, device=str(rt.device), threads=torch.get_num_threads(),
                     dense_precision="bf16" if dense_bf16 and rt.device.type == "cuda" else "fp32")
     with staged_dir(work / "final", force=True) as tmp:
-        atomic_write_json(tmp / "student.json", {"format": 1, "labels": labels,
-                                                 "architecture": arch,
-                                                 "vocab": "vocab/vocab.json"})
+        teacher_info = (read_manifest(run_dir / "teacher") or {}).get("teacher", {})
+        atomic_write_json(tmp / "student.json", {
+            "format": 1, "labels": labels, "architecture": arch, "vocab": "vocab/vocab.json",
+            "teacher": {"source": teacher_info.get("source", cfg.teacher.model),
+                        "finetuned": bool(teacher_info.get("finetuned"))}})
         shutil.copytree(run_dir / "vocab", tmp / "vocab")
         shutil.copy(kd.best_path, tmp / "model-kd.safetensors")
         best = work / "finetune-best.safetensors" if ft_cfg.epochs > 0 else kd.best_path
         shutil.copy(best, tmp / "model.safetensors")
         shutil.copy(log, tmp / "log.jsonl")
         atomic_write_json(tmp / "manifest.json", manifest)
+        write_card(tmp)
     replace_dir(work / "final", out)  # check_output made sure `out` is absent or forced
     shutil.rmtree(work)
     write_resolved_config(cfg)

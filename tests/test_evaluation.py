@@ -101,7 +101,14 @@ def test_eval_stage_end_to_end(config_dict, tiny_classifier, write_config, tmp_p
     assert speed["speedup"] == pytest.approx(speed["student"]["samples_per_s"]
                                              / speed["teacher"]["samples_per_s"])
     report = (tmp_path / "run" / "eval" / "report.md").read_text()
-    assert "## Quality" in report and "## Speed" in report and "| test | 1 |" in report
+    assert "## Quality" in report and "## Speed on cpu" in report and "| test | 1 |" in report
+    assert "speed_cpu" not in metrics  # run.device cpu: one device, one table
+    # The student's model card now carries the test figures.
+    card = (tmp_path / "run" / "student" / "README.md").read_text()
+    student = test["student"]
+    assert (f"| test | 6 | {student['accuracy']:.4f} | {student['macro_f1']:.4f} | "
+            f"{test['teacher']['accuracy']:.4f} | {student['retention']:.3f} |") in card
+    assert f"{speed['student']['samples_per_s']:,.0f} texts/s" in card
     pngs = sorted(p.name for p in (tmp_path / "run" / "eval").glob("*.png"))
     assert pngs == ["accuracy-vs-speed.png", "confusion-dev.png", "confusion-test.png"]
     assert all(f"![{name}]({name})" in report for name in pngs)

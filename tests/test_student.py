@@ -95,8 +95,14 @@ def test_stage_writes_a_self_contained_student(config_dict, tiny_classifier, tmp
     result = pipeline(cfg)
     out = result.output
     assert sorted(p.name for p in out.iterdir()) == [
-        "log.jsonl", "manifest.json", "model-kd.safetensors", "model.safetensors",
+        "README.md", "log.jsonl", "manifest.json", "model-kd.safetensors", "model.safetensors",
         "student.json", "vocab"]
+    card = (out / "README.md").read_text()
+    assert card.startswith("# Text classifier: neg, pos")
+    assert 'Student.load("THIS_DIRECTORY")' in card and "sdistill predict THIS_DIRECTORY" in card
+    teacher = json.loads((out / "student.json").read_text())["teacher"]
+    assert teacher == {"source": str(tiny_classifier), "finetuned": False}
+    assert f"`{tiny_classifier}`" in card and "Test figures: run `sdistill eval" in card
     m = result.manifest
     assert set(m["results"]) == {"kd", "kd_ft"} and m["results"]["kd"]["steps"] == 24
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
