@@ -75,7 +75,8 @@ class LogLines(Reporter):
         rate = (self.done - self.first) / elapsed
         parts = [f"{self.done:,}/{self.total:,} {self.unit} ({self.done / max(self.total, 1):.0%})"
                  if self.total is not None else f"{self.done:,} {self.unit}",
-                 f"{rate:,.1f} {self.unit}/s"]
+                 f"{rate:,.1f} {self.unit}/s" if rate >= 1 or rate == 0
+                 else f"{1 / rate:,.1f} s each"]
         if self.total is not None and rate > 0:
             parts.append(f"ETA {_duration((self.total - self.done) / rate)}")
         return ", ".join(parts) + (f"; {self.text}" if self.text else "")

@@ -39,5 +39,5 @@ def test_a_phase_without_a_total_and_a_new_phase_closing_the_last():
     log.start("write", 2)
     log.update(1)  # no line before the interval
     text = [re.sub(r"^\[\d\d:\d\d:\d\d\] ", "", line) for line in lines]
-    assert text == ["read: started", "read: 5 texts, 0.0 texts/s",
+    assert text == ["read: started", "read: 5 texts, 1,440.0 s each",
                     "read: done, 5 texts in 2h00m00s", "write: started of 2 it"]
