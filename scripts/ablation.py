@@ -24,7 +24,7 @@ from benchutil import code_version
 
 from sparse_distill.benchmark import throughput
 from sparse_distill.evaluation import oov_quartile, oov_rates
-from sparse_distill.student import Student
+from sparse_distill.model import Student
 
 
 def read_split(path: Path) -> tuple[list[str], list[str]]:

@@ -33,8 +33,8 @@ import torch
 from benchutil import code_version, read_jsonl_texts
 
 from sparse_distill.evaluation import median_rate
+from sparse_distill.model import Student
 from sparse_distill.predict import predict_file
-from sparse_distill.student import Student
 from sparse_distill.teacher import bf16_native
 
 

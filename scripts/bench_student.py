@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from benchutil import code_version
 
-from sparse_distill.student import Corpus, SparseDAN, bag_tensors, kd_loss, reuse_freed_memory
+from sparse_distill.model import SparseDAN, bag_tensors
+from sparse_distill.student import Corpus, kd_loss, reuse_freed_memory
 
 
 def one_size(features: Path, dim: int, vocab_size: int, batch_size: int, steps: int,

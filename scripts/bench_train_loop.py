@@ -25,10 +25,10 @@ import torch
 from benchutil import code_version
 
 from sparse_distill.config import StudentConfig
+from sparse_distill.model import SparseDAN
 from sparse_distill.student import (
     Corpus,
     PhaseTrainer,
-    SparseDAN,
     _ahead,
     _batches,
     batch_maker,

@@ -20,7 +20,7 @@ import time
 
 from benchutil import code_version
 
-from sparse_distill.student import Student
+from sparse_distill.model import Student
 
 
 def rss_gib() -> float:

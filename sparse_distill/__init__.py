@@ -6,18 +6,16 @@ of a YAML config) and returns what it did.
 
 __version__ = "0.1.0"
 
-from .assets import fetch
-from .config import Config, load_config
-from .data import LabeledData, load_labeled
 from .errors import ConfigError, DataError, FetchError, SDistillError, StageError
 from .featurize import Bag, Featurizer, Unseen, Vocabulary
 
-# The stages are imported on first use: the CLI starts fast, and the featuriser (the first piece
-# of the inference path) imports no training code.
-_LAZY = {"build_vocab": "vocab", "teach": "teacher", "read_targets": "teacher",
-         "train_student": "student",
-         "Student": "student", "evaluate": "evaluation", "run_all": "pipeline",
-         "predict_file": "predict"}
+# Everything else is imported on first use: the CLI starts fast, and the inference path
+# (featurize, model) imports no config, data, training or teacher code.
+_LAZY = {"fetch": "assets", "Config": "config", "load_config": "config",
+         "LabeledData": "data", "load_labeled": "data",
+         "build_vocab": "vocab", "teach": "teacher", "read_targets": "teacher",
+         "train_student": "student", "Student": "model", "evaluate": "evaluation",
+         "run_all": "pipeline", "predict_file": "predict"}
 
 
 def __getattr__(name: str) -> object:

@@ -186,7 +186,8 @@ def train_dan_scratch(cfg: Config, data: LabeledData, workdir: Path, report: Rep
     import torch
     from safetensors.torch import load_file
 
-    from .student import Corpus, PhaseTrainer, SparseDAN, Student, run_phase
+    from .model import SparseDAN, Student
+    from .student import Corpus, PhaseTrainer, run_phase
 
     assert data.dev is not None
     s = cfg.student

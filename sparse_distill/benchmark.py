@@ -175,8 +175,8 @@ class OtherLoad:
 def benchmark_config(cfg: Config | str | Path, report: Reporter | None = None,
                      on_step: Callable[[str], None] | None = None) -> DatasetResult:
     """Run the pipeline for `cfg`, train the baselines, measure every model on its test split."""
+    from .model import Student
     from .pipeline import run_all
-    from .student import Student
     from .teacher import predict_logits, resolve_precision, runtime
 
     cfg = as_config(cfg)

@@ -361,8 +361,8 @@ def predict(
     force: ForceOpt = False,
 ) -> None:
     """Raw text (file or stdin) -> label + probabilities, as jsonl, streamed in batches."""
+    from .model import Student
     from .predict import predict_file
-    from .student import Student
 
     with _user_errors():
         if not (model_dir / "student.json").is_file():

@@ -27,6 +27,7 @@ from .config import Config, as_config
 from .data import load_labeled
 from .errors import DataError
 from .featurize import Featurizer, Vocabulary
+from .model import Student
 from .progress import Reporter
 from .rundir import (
     StageResult,
@@ -38,7 +39,6 @@ from .rundir import (
     staged_dir,
     write_resolved_config,
 )
-from .student import Student
 from .teacher import (
     encode_windows,
     label_order,

@@ -23,7 +23,7 @@ import numpy as np
 from .data import COMPRESSED, SUFFIX_FORMATS, Record, read_text_file, read_txt_batches
 from .errors import DataError
 from .featurize import thread_pool
-from .student import Student
+from .model import Student
 
 
 @dataclass

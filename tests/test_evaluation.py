@@ -15,8 +15,8 @@ from sparse_distill.evaluation import (
     oov_quartile,
     oov_rates,
 )
+from sparse_distill.model import Student
 from sparse_distill.progress import Reporter
-from sparse_distill.student import Student
 
 
 def test_metrics_against_hand_computed_values():

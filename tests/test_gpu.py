@@ -13,7 +13,8 @@ from conftest import student_section, teacher_config
 
 from sparse_distill.config import config_from_dict
 from sparse_distill.evaluation import evaluate
-from sparse_distill.student import Student, train_student
+from sparse_distill.model import Student
+from sparse_distill.student import train_student
 from sparse_distill.teacher import load_classifier, teach
 from sparse_distill.vocab import build_vocab
 

@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from sparse_distill.cli import app
-from sparse_distill.student import Student
+from sparse_distill.model import Student
 
 runner = CliRunner()
 

@@ -13,10 +13,9 @@ from conftest import student_section, teacher_config
 from sparse_distill.config import DistillConfig, config_from_dict
 from sparse_distill.errors import StageError
 from sparse_distill.featurize import Bag, Unseen, Vocabulary
+from sparse_distill.model import SparseDAN, Student
 from sparse_distill.student import (
     Corpus,
-    SparseDAN,
-    Student,
     distill_schedule,
     kd_loss,
     train_student,
@@ -61,7 +60,7 @@ def test_a_tiny_student_learns_a_separable_task():
     model = SparseDAN(10, 2, 8, [8], dropout=0.0)
     sparse = torch.optim.SparseAdam(list(model.embedding.parameters()), lr=0.05)
     dense = torch.optim.AdamW(model.dense_parameters(), lr=0.05)
-    from sparse_distill.student import bag_tensors
+    from sparse_distill.model import bag_tensors
 
     for _ in range(60):
         idx = rng.choice(200, 32, replace=False)
@@ -219,7 +218,7 @@ def test_a_million_row_table_trains_a_step_in_bounded_memory():
 def test_weights_are_written_without_a_copy_and_load_with_safetensors(tmp_path):
     from safetensors.torch import load_file
 
-    from sparse_distill.student import save_weights
+    from sparse_distill.model import save_weights
 
     state = {"embedding.weight": torch.randn(50, 8), "mlp.1.bias": torch.randn(8),
              "half": torch.randn(3, 2).to(torch.bfloat16), "count": torch.arange(5)}
@@ -285,7 +284,6 @@ def test_threads_split_a_large_call_and_give_the_same_logits(trained_student):
 
     import torch
 
-    from sparse_distill.student import Student
 
     texts = [f"a warm film {i} with a dull plot" if i % 3 else "awful" for i in range(1500)]
     one = Student.load(trained_student, threads=1)
