@@ -8,6 +8,7 @@ torch, no model.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,13 @@ CARD_FILE = "README.md"
 
 def _table(rows: list[tuple[str, str]]) -> list[str]:
     return ["| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
+
+
+def parameters(arch: dict[str, Any], n_labels: int) -> int:
+    """The table's rows x d plus the MLP's weights and biases."""
+    widths = [arch["embedding_dim"], *arch["hidden_dims"], n_labels]
+    return arch["vocab_size"] * arch["embedding_dim"] + sum(
+        a * b + b for a, b in itertools.pairwise(widths))
 
 
 def render_card(directory: Path, eval_metrics: dict[str, Any] | None = None) -> str:
@@ -39,13 +47,15 @@ def render_card(directory: Path, eval_metrics: dict[str, Any] | None = None) -> 
          + (", lower-cased" if vocab["lowercase"] else "")
          + (f"; {unseen['buckets']:,} hashed buckets for what it lacks" if unseen else "")),
         ("model", f"EmbeddingBag {arch['vocab_size']:,} x {arch['embedding_dim']} "
-         f"({arch['pooling']} pooling), MLP {arch['hidden_dims']} ({arch['activation']}); "
-         f"{counts.get('parameters', 0):,} parameters, {table_bytes / 2**20:,.0f} MiB of weights"),
+         f"({arch.get('table_dtype', 'float32')}, {arch['pooling']} pooling), MLP "
+         f"{arch['hidden_dims']} ({arch['activation']}); {parameters(arch, len(labels)):,} "
+         f"parameters, {table_bytes / 2**20:,.0f} MiB of weights"),
     ]
     if "kd" in results:
         made.append(("dev accuracy", f"{results['kd']['dev_accuracy']:.4f} after distillation"
                      + (f", {results['kd_ft']['dev_accuracy']:.4f} after fine-tuning on the "
-                        "labels" if "kd_ft" in results else "")))
+                        "labels" if "kd_ft" in results else "")
+                     + (" (before shrinking)" if meta.get("shrunk") else "")))
     made.append(("made", f"sparse-distill {manifest.get('package_version', '?')}, "
                  f"{manifest.get('created', '?')}, on {manifest.get('device', '?')}"))
     if meta.get("shrunk"):
@@ -78,6 +88,9 @@ def render_card(directory: Path, eval_metrics: dict[str, Any] | None = None) -> 
                              f"{sp['student']['samples_per_s']:,.0f} texts/s, the teacher "
                              f"{sp['teacher']['samples_per_s']:,.0f}: {sp['speedup']:,.0f}x")
         lines.append("")
+    elif meta.get("shrunk"):
+        lines += ["Test figures: the dev accuracy above is the full student's; "
+                  "`python scripts/shrink_table.py` measures shrunk students on a test split.", ""]
     else:
         lines += ["Test figures: run `sdistill eval CONFIG`, which writes them here.", ""]
     return "\n".join(lines)

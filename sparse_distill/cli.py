@@ -375,6 +375,39 @@ def predict(
               + (f" -> {output}" if output else ""))
 
 
+@app.command()
+def shrink(
+    model_dir: Annotated[Path, typer.Argument(help="A trained student directory.")],
+    out_dir: Annotated[Path, typer.Argument(help="Where the smaller student goes (a new "
+                                            "directory).")],
+    keep: Annotated[int | None, typer.Option(help="Keep the N most frequent n-grams.")] = None,
+    keep_share: Annotated[float | None, typer.Option(
+        help="Keep this share of the n-grams, most frequent first (e.g. 0.1).")] = None,
+    min_df: Annotated[int | None, typer.Option(
+        help="Keep only n-grams found in at least K training texts.")] = None,
+    max_order: Annotated[int | None, typer.Option(
+        help="Keep only n-grams of at most this many words (the featuriser stops there).")
+    ] = None,
+    dtype: Annotated[str, typer.Option(
+        help="The table's storage: float32, float16, bfloat16, or int8 (a scale and offset "
+             "per row).")] = "float32",
+    force: ForceOpt = False,
+) -> None:
+    """A smaller student: fewer n-grams (most frequent first) and/or a table in int8 or 16 bits.
+    The result works like any student (predict, export, Student.load)."""
+    from .shrink import shrink as run_shrink
+
+    with _user_errors():
+        result = run_shrink(model_dir, out_dir, keep=keep, keep_share=keep_share, min_df=min_df,
+                            max_order=max_order, dtype=dtype, force=force)
+    out.print(f"shrink: {result.summary}")
+    out.print(f"table rows {result.of:,} -> {result.rows:,}; weights + vocabulary "
+              f"{result.bytes_before / 2**20:,.1f} MiB -> {result.bytes_after / 2**20:,.1f} MiB "
+              f"({result.bytes_after / result.bytes_before:.1%})")
+    out.print(f"output: {result.output}")
+    out.print(f"next:   sdistill predict {result.output} -i TEXTS.txt")
+
+
 CacheOpt = Annotated[Path | None, typer.Option(
     "--cache-dir", help="Where fetched assets go [default: $SDISTILL_CACHE, else "
                         "~/.cache/sparse-distill].", show_default=False)]

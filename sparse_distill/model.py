@@ -39,26 +39,42 @@ from .featurize import (
 # The model
 
 
+# How a table may be stored (`sdistill shrink`): float32 (trained), float16 or bfloat16 (half the
+# bytes; pooled in that dtype, then float32), or int8: fbgemm's row-wise layout, each row its d
+# bytes then its float32 scale and bias (value = byte * scale + bias), read by torch's quantized
+# EmbeddingBag without ever being widened to a float table.
+TABLE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                "int8": torch.uint8}
+
+
 class SparseDAN(nn.Module):
     """ids/offsets/weights (EmbeddingBag inputs) -> class logits; the table's gradient is sparse."""
 
     def __init__(self, vocab_size: int, n_classes: int, embedding_dim: int,
                  hidden_dims: list[int], pooling: str = "mean", activation: str = "relu",
-                 dropout: float = 0.1, dense_bf16: bool = False, initialise: bool = True):
+                 dropout: float = 0.1, dense_bf16: bool = False, initialise: bool = True,
+                 table_dtype: str = "float32"):
         """initialise=False leaves the table unwritten, for weights about to be loaded: drawing
-        1M x 256 random numbers only to replace them took 3.4 s of a 4.4 s load."""
+        1M x 256 random numbers only to replace them took 3.4 s of a 4.4 s load. A table_dtype
+        other than float32 is for inference only (a shrunk student)."""
         super().__init__()
         self.dense_bf16 = dense_bf16
         self.pooling = pooling
+        self.table_dtype = table_dtype
         # mean and sum take per-id weights (EmbeddingBag's own "mean" does not), so both are
         # a weighted sum; max ignores the counts.
         self.mode = "max" if pooling == "max" else "sum"
-        if initialise:
+        if table_dtype == "int8":
+            self.embedding = None
+            self.register_buffer("packed", torch.empty(vocab_size, embedding_dim + 8,
+                                                       dtype=torch.uint8))
+        elif initialise:
             self.embedding = nn.Embedding(vocab_size, embedding_dim, sparse=True)
             nn.init.normal_(self.embedding.weight, std=embedding_dim ** -0.5)
         else:  # an empty tensor: its pages are not even touched before the weights replace it
-            self.embedding = nn.Embedding(vocab_size, embedding_dim, sparse=True,
-                                          _weight=torch.empty(vocab_size, embedding_dim))
+            self.embedding = nn.Embedding(
+                vocab_size, embedding_dim, sparse=True,
+                _weight=torch.empty(vocab_size, embedding_dim, dtype=TABLE_DTYPES[table_dtype]))
         act = nn.ReLU if activation == "relu" else nn.Tanh
         layers: list[nn.Module] = [nn.Dropout(dropout)]
         width = embedding_dim
@@ -71,8 +87,18 @@ class SparseDAN(nn.Module):
     def forward(self, ids: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor
                 ) -> torch.Tensor:
         # ids: (nnz,) offsets: (batch + 1,) weights: (nnz,) -> (batch, n_classes)
-        table = self.embedding.weight
         per_id = None if self.mode == "max" else weights
+        if self.embedding is None:  # int8 rows, dequantised inside the kernel
+            pooled = torch.ops.quantized.embedding_bag_byte_rowwise_offsets(
+                self.packed, ids, offsets, False, 2 if self.mode == "max" else 0, False,
+                per_id, None, True)  # (batch, d)
+            return self._mlp(pooled)
+        table = self.embedding.weight
+        if table.dtype != torch.float32:  # float16 / bfloat16: pooled in its dtype
+            pooled = F.embedding_bag(ids, table, offsets, mode=self.mode,
+                                     per_sample_weights=None if per_id is None
+                                     else per_id.to(table.dtype), include_last_offset=True)
+            return self._mlp(pooled.float())
         if torch.is_grad_enabled() and table.requires_grad:
             # Look each distinct id up once: the sparse gradient then has one row per distinct
             # n-gram of the batch instead of one per occurrence, which halves SparseAdam's work
@@ -108,7 +134,7 @@ class SparseDAN(nn.Module):
 
 
 _SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-                       torch.int64: "I64", torch.int32: "I32"}
+                       torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8"}
 
 
 def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
@@ -208,7 +234,7 @@ class Student:
     def __init__(self, model: SparseDAN, vocab: Vocabulary, labels: list[str], pooling: str,
                  threads: int | None = None, unseen: Unseen = NO_BUCKETS):
         self.model = model.eval()
-        self.device = model.embedding.weight.device
+        self.device = model.mlp[-1].weight.device
         # threads=1: the chunks are the parallel work
         self.featurizer = Featurizer(vocab, threads=1, unseen=unseen)
         self.labels = labels
@@ -224,9 +250,13 @@ class Student:
         device = inference_device(device)
         meta = json.loads((directory / "student.json").read_text(encoding="utf-8"))
         arch = meta["architecture"]
+        table_dtype = arch.get("table_dtype", "float32")
+        if table_dtype == "int8" and device.type != "cpu":
+            raise DataError(f"{directory}: its int8 table runs on the CPU only (torch's "
+                            "quantized EmbeddingBag); load it with device='cpu'")
         model = SparseDAN(arch["vocab_size"], len(meta["labels"]), arch["embedding_dim"],
                           arch["hidden_dims"], arch["pooling"], arch["activation"], 0.0,
-                          initialise=False)
+                          initialise=False, table_dtype=table_dtype)
         model.load_state_dict(load_file(str(directory / weights), device=str(device)),
                               assign=True)
         return cls(model, Vocabulary.load(directory / "vocab"), meta["labels"], arch["pooling"],
