@@ -33,6 +33,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -1317,9 +1318,165 @@ static PyObject *is_word_char(PyObject *Py_UNUSED(module), PyObject *arg) {
     return PyBool_FromLong(is_word((Py_UCS4)c));
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Pooling for the numpy predictor: an EmbeddingBag without torch */
+
+enum { TABLE_F32 = 0, TABLE_F16 = 1, TABLE_BF16 = 2, TABLE_INT8 = 3 };
+
+static inline float half_to_float(uint16_t h) {  /* IEEE 754 binary16 -> binary32, exactly */
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else {  /* subnormal: normalise */
+            exp = 127 - 15 + 1;
+            while (!(man & 0x400)) {
+                man <<= 1;
+                exp--;
+            }
+            bits = sign | (exp << 23) | ((man & 0x3ff) << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* The value of row element k, widened to float. */
+static inline float table_value(const char *row, int kind, Py_ssize_t k) {
+    if (kind == TABLE_F32) return ((const float *)row)[k];
+    if (kind == TABLE_F16) return half_to_float(((const uint16_t *)row)[k]);
+    uint32_t bits = (uint32_t)((const uint16_t *)row)[k] << 16;  /* bfloat16 */
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static int get_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t item,
+                      const char *name) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    if (view->itemsize != item && !(item == 1)) {
+        PyErr_Format(PyExc_ValueError, "%s: expected items of %zd bytes, got %zd", name, item,
+                     view->itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* pool(table, kind, dim, ids, offsets, weights, out, max_pool): out[i] = sum over the ids of
+ * text i of weight * table[id] (or their element-wise max; 0 for an empty text). table is C
+ * contiguous rows: float32, float16 or bfloat16 (kind 0, 1, 2) of dim values, or int8 (kind 3):
+ * dim bytes then a float32 scale and offset (value = byte * scale + offset). ids int32, offsets
+ * int64 (n + 1), weights float32, out float32 (n, dim), written. Runs without the GIL. */
+static PyObject *pool(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *table_o, *ids_o, *offsets_o, *weights_o, *out_o;
+    int kind, max_pool;
+    Py_ssize_t dim;
+    if (!PyArg_ParseTuple(args, "OinOOOOp", &table_o, &kind, &dim, &ids_o, &offsets_o,
+                          &weights_o, &out_o, &max_pool))
+        return NULL;
+    if (kind < TABLE_F32 || kind > TABLE_INT8 || dim < 1) {
+        PyErr_SetString(PyExc_ValueError, "pool: kind must be 0-3 and dim >= 1");
+        return NULL;
+    }
+    Py_ssize_t row_bytes = kind == TABLE_F32 ? 4 * dim : kind == TABLE_INT8 ? dim + 8 : 2 * dim;
+    Py_buffer table, ids, offsets, weights, out;
+    if (get_buffer(table_o, &table, 0, 1, "table") < 0) return NULL;
+    if (get_buffer(ids_o, &ids, 0, 4, "ids") < 0) goto fail_table;
+    if (get_buffer(offsets_o, &offsets, 0, 8, "offsets") < 0) goto fail_ids;
+    if (get_buffer(weights_o, &weights, 0, 4, "weights") < 0) goto fail_offsets;
+    if (get_buffer(out_o, &out, 1, 4, "out") < 0) goto fail_weights;
+    Py_ssize_t n = offsets.len / 8 - 1, nnz = ids.len / 4;
+    const int64_t rows = (int64_t)(table.len / row_bytes);
+    const int32_t *id = ids.buf;
+    const int64_t *off = offsets.buf;
+    const float *w = weights.buf;
+    float *o = out.buf;
+    int64_t bad = -1;
+    if (n < 0 || out.len < n * dim * 4 || weights.len / 4 < nnz || (n >= 0 && off[n] > nnz)) {
+        PyErr_SetString(PyExc_ValueError, "pool: offsets, ids, weights and out disagree");
+        goto fail_out;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n && bad < 0; i++) {
+        float *acc = o + i * dim;
+        for (Py_ssize_t k = 0; k < dim; k++) acc[k] = max_pool ? -INFINITY : 0.0f;
+        for (int64_t j = off[i]; j < off[i + 1]; j++) {
+            if (id[j] < 0 || id[j] >= rows) {
+                bad = j;
+                break;
+            }
+            const char *row = (const char *)table.buf + (int64_t)id[j] * row_bytes;
+            if (j + 1 < off[i + 1]) PREFETCH((const char *)table.buf + (int64_t)id[j + 1] * row_bytes);
+            if (kind == TABLE_INT8) {
+                float scale, shift;
+                memcpy(&scale, row + dim, 4);
+                memcpy(&shift, row + dim + 4, 4);
+                const uint8_t *q = (const uint8_t *)row;
+                if (max_pool) {
+                    for (Py_ssize_t k = 0; k < dim; k++) {
+                        float v = q[k] * scale + shift;
+                        if (v > acc[k]) acc[k] = v;
+                    }
+                } else {
+                    float a = w[j] * scale, b = w[j] * shift;
+                    for (Py_ssize_t k = 0; k < dim; k++) acc[k] += a * q[k] + b;
+                }
+            } else if (kind == TABLE_F32 && !max_pool) {
+                const float *r = (const float *)row;
+                float a = w[j];
+                for (Py_ssize_t k = 0; k < dim; k++) acc[k] += a * r[k];
+            } else {
+                for (Py_ssize_t k = 0; k < dim; k++) {
+                    float v = table_value(row, kind, k);
+                    if (max_pool) {
+                        if (v > acc[k]) acc[k] = v;
+                    } else {
+                        acc[k] += w[j] * v;
+                    }
+                }
+            }
+        }
+        if (max_pool && off[i] == off[i + 1])
+            for (Py_ssize_t k = 0; k < dim; k++) acc[k] = 0.0f;
+    }
+    Py_END_ALLOW_THREADS
+    if (bad >= 0) {
+        PyErr_Format(PyExc_IndexError, "pool: ids[%lld] = %d is outside the table's %lld rows",
+                     (long long)bad, id[bad], (long long)rows);
+        goto fail_out;
+    }
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&weights);
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&ids);
+    PyBuffer_Release(&table);
+    Py_RETURN_NONE;
+fail_out:
+    PyBuffer_Release(&out);
+fail_weights:
+    PyBuffer_Release(&weights);
+fail_offsets:
+    PyBuffer_Release(&offsets);
+fail_ids:
+    PyBuffer_Release(&ids);
+fail_table:
+    PyBuffer_Release(&table);
+    return NULL;
+}
+
 static PyMethodDef module_methods[] = {
     {"is_word_char", is_word_char, METH_O,
      "is_word_char(code_point): whether `re`'s \\w matches it (str patterns)."},
+    {"pool", pool, METH_VARARGS,
+     "pool(table, kind, dim, ids, offsets, weights, out, max_pool): an EmbeddingBag over a "
+     "float32/float16/bfloat16/int8-row-wise table (kind 0-3) into out (n, dim) float32."},
     {NULL, NULL, 0, NULL}
 };
 

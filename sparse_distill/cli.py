@@ -408,6 +408,27 @@ def shrink(
     out.print(f"next:   sdistill predict {result.output} -i TEXTS.txt")
 
 
+@app.command("export")
+def export_(
+    model_dir: Annotated[Path, typer.Argument(help="A student directory (trained or shrunk).")],
+    out_dir: Annotated[Path, typer.Argument(help="Where the export goes (a new directory).")],
+    fmt: Annotated[str, typer.Option("--format", help="numpy (needs only numpy and this "
+                                     "package's featuriser) or onnx (any ONNX runtime).")
+                   ] = "numpy",
+    force: ForceOpt = False,
+) -> None:
+    """A student that runs without torch: numpy arrays or an ONNX graph, beside its
+    vocabulary and featuriser settings."""
+    from .export import export
+
+    with _user_errors():
+        result = export(model_dir, out_dir, fmt, force=force)
+    out.print(f"export: {result.fmt}, {result.bytes / 2**20:,.1f} MiB in {result.output}")
+    loader = "NumpyStudent" if result.fmt == "numpy" else "OnnxStudent"
+    out.print(f"use:    from sparse_distill.portable import {loader}; "
+              f"{loader}.load('{result.output}').predict(texts)")
+
+
 CacheOpt = Annotated[Path | None, typer.Option(
     "--cache-dir", help="Where fetched assets go [default: $SDISTILL_CACHE, else "
                         "~/.cache/sparse-distill].", show_default=False)]

@@ -1,0 +1,155 @@
+"""Students outside torch: predictors for the directories `sdistill export` writes.
+
+`NumpyStudent` needs numpy and the compiled featuriser only; `OnnxStudent` adds onnxruntime (the
+`onnx` extra). Both take the exported directory's `student.json` (labels, architecture, buckets)
+and `vocab/` (the featuriser's settings and n-grams), so the text -> ids step is exactly the torch
+student's; the table is memory-mapped (numpy) or read by onnxruntime.
+
+This module imports numpy and `featurize` only: no torch, transformers, scikit-learn, training or
+config code (a test blocks them and predicts).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError
+from .featurize import (
+    MIN_TEXTS_PER_THREAD,
+    Bag,
+    Featurizer,
+    Unseen,
+    Vocabulary,
+    compiled_module,
+    thread_pool,
+    usable_cpus,
+)
+
+EXPORT_FILE = "student.json"
+# `_ngrams.pool`'s codes for the table's storage (model.TABLE_DTYPES, without importing torch).
+TABLE_KINDS = {"float32": 0, "float16": 1, "bfloat16": 2, "int8": 3}
+
+
+def read_export(directory: Path, fmt: str) -> dict[str, Any]:
+    path = directory / EXPORT_FILE
+    if not path.is_file():
+        raise DataError(f"{directory}: no {EXPORT_FILE}; write it with `sdistill export "
+                        f"MODEL_DIR {directory} --format {fmt}`")
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    if meta.get("export", {}).get("format") != fmt:
+        raise DataError(f"{directory}: not a {fmt} export (its student.json says "
+                        f"{meta.get('export', {}).get('format', 'a torch student')})")
+    return meta
+
+
+class _Portable:
+    """What both predictors share: the featuriser, chunks on threads, softmax and labels."""
+
+    def __init__(self, directory: Path, meta: dict[str, Any], threads: int | None) -> None:
+        arch = meta["architecture"]
+        self.labels: list[str] = meta["labels"]
+        self.pooling: str = arch["pooling"]
+        self.threads = max(1, threads or usable_cpus())
+        # threads=1: the chunks are the parallel work
+        self.featurizer = Featurizer(Vocabulary.load(directory / "vocab"), threads=1,
+                                     unseen=Unseen.from_json(arch.get("unseen")))
+
+    def _chunk_logits(self, bag: Bag) -> np.ndarray:
+        raise NotImplementedError
+
+    def logits(self, texts: list[str], batch_size: int = 1024) -> np.ndarray:
+        """(n_texts, n_classes) float32."""
+        if not texts:
+            return np.zeros((0, len(self.labels)), np.float32)
+        size = min(batch_size, max(MIN_TEXTS_PER_THREAD, -(-len(texts) // self.threads)))
+        chunks = [texts[i:i + size] for i in range(0, len(texts), size)]
+
+        def one(chunk: list[str]) -> np.ndarray:
+            return self._chunk_logits(self.featurizer.bag(chunk, mean=self.pooling == "mean"))
+
+        if len(chunks) == 1 or self.threads == 1:
+            return np.concatenate([one(c) for c in chunks])
+        return np.concatenate(list(thread_pool(self.threads, "portable").map(one, chunks)))
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        logits = self.logits(texts)  # (n, n_classes)
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, texts: list[str]) -> list[str]:
+        return [self.labels[i] for i in self.logits(texts).argmax(axis=1)]
+
+
+class NumpyStudent(_Portable):
+    """An exported student in numpy: `NumpyStudent.load(dir).predict(["some text"])`."""
+
+    def __init__(self, directory: Path, meta: dict[str, Any], threads: int | None) -> None:
+        super().__init__(directory, meta, threads)
+        arch = meta["architecture"]
+        self.dim: int = arch["embedding_dim"]
+        self.table_dtype: str = arch.get("table_dtype", "float32")
+        # (rows, d) float32 / float16 / uint16 (bfloat16's bits), or (rows, d + 8) uint8
+        self.table = np.load(directory / "table.npy", mmap_mode="r", allow_pickle=False)
+        self.layers = [(np.load(directory / f"{name}.weight.npy", allow_pickle=False),
+                        np.load(directory / f"{name}.bias.npy", allow_pickle=False))
+                       for name in meta["export"]["layers"]]
+        self.activation = np.tanh if arch["activation"] == "tanh" else (
+            lambda x: np.maximum(x, 0, out=x))
+
+    @classmethod
+    def load(cls, directory: str | Path, threads: int | None = None) -> NumpyStudent:
+        directory = Path(directory)
+        return cls(directory, read_export(directory, "numpy"), threads)
+
+    def _chunk_logits(self, bag: Bag) -> np.ndarray:
+        # The compiled EmbeddingBag: numpy's gather-then-reduce made a (nnz, d) copy and ran
+        # 6x slower than torch's fused kernel; this one reads each row once, without the GIL.
+        pooled = np.empty((len(bag), self.dim), np.float32)  # (n, d)
+        compiled_module().pool(self.table, TABLE_KINDS[self.table_dtype], self.dim, bag.ids,
+                               bag.offsets, bag.weights, pooled, self.pooling == "max")
+        x = pooled
+        for i, (weight, bias) in enumerate(self.layers):
+            x = x @ weight.T + bias  # (n, out)
+            if i < len(self.layers) - 1:
+                x = self.activation(x)
+        return x.astype(np.float32, copy=False)
+
+
+class OnnxStudent(_Portable):
+    """An exported student in ONNX, run by onnxruntime (`pip install sparse-distill[onnx]`).
+
+    The graph takes ids and weights padded to (batch, longest text) and pools with dense
+    Gather -> Mul -> ReduceSum, then the MLP: no EmbeddingBag, so any ONNX runtime can run it."""
+
+    def __init__(self, directory: Path, meta: dict[str, Any], threads: int | None) -> None:
+        super().__init__(directory, meta, threads)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise DataError("onnxruntime is not installed: pip install "
+                            "'sparse-distill[onnx]'") from None
+        options = ort.SessionOptions()
+        # The chunks run on this class's threads; each session call then uses one.
+        options.intra_op_num_threads = 1 if self.threads > 1 else 0
+        self.session = ort.InferenceSession(str(directory / "model.onnx"), options,
+                                            providers=["CPUExecutionProvider"])
+
+    @classmethod
+    def load(cls, directory: str | Path, threads: int | None = None) -> OnnxStudent:
+        directory = Path(directory)
+        return cls(directory, read_export(directory, "onnx"), threads)
+
+    def _chunk_logits(self, bag: Bag) -> np.ndarray:
+        lengths = np.diff(bag.offsets)  # (n,)
+        width = max(1, int(lengths.max()) if len(lengths) else 1)
+        ids = np.zeros((len(bag), width), np.int64)  # padding: id 0 with weight 0
+        weights = np.zeros((len(bag), width), np.float32)
+        row = np.repeat(np.arange(len(bag)), lengths)
+        col = np.arange(len(bag.ids)) - np.repeat(bag.offsets[:-1], lengths)
+        ids[row, col] = bag.ids
+        weights[row, col] = bag.weights
+        return self.session.run(["logits"], {"ids": ids, "weights": weights})[0]
