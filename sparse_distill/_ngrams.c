@@ -1322,6 +1322,7 @@ static PyObject *is_word_char(PyObject *Py_UNUSED(module), PyObject *arg) {
 /* Pooling for the numpy predictor: an EmbeddingBag without torch */
 
 enum { TABLE_F32 = 0, TABLE_F16 = 1, TABLE_BF16 = 2, TABLE_INT8 = 3 };
+#define POOL_AHEAD 4
 
 static inline float half_to_float(uint16_t h) {  /* IEEE 754 binary16 -> binary32, exactly */
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
@@ -1354,6 +1355,18 @@ static inline float table_value(const char *row, int kind, Py_ssize_t k) {
     float f;
     memcpy(&f, &bits, 4);
     return f;
+}
+
+/* acc += a * row, and acc += a * bytes + b: `restrict` (a row never overlaps the output) lets
+ * the compiler vectorise them; without it they ran at half the speed of torch's EmbeddingBag. */
+static inline void add_scaled(float *restrict acc, const float *restrict row, float a,
+                              Py_ssize_t dim) {
+    for (Py_ssize_t k = 0; k < dim; k++) acc[k] += a * row[k];
+}
+
+static inline void add_scaled_bytes(float *restrict acc, const uint8_t *restrict row, float a,
+                                    float b, Py_ssize_t dim) {
+    for (Py_ssize_t k = 0; k < dim; k++) acc[k] += a * (float)row[k] + b;
 }
 
 static int get_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t item,
@@ -1413,7 +1426,13 @@ static PyObject *pool(PyObject *Py_UNUSED(module), PyObject *args) {
                 break;
             }
             const char *row = (const char *)table.buf + (int64_t)id[j] * row_bytes;
-            if (j + 1 < off[i + 1]) PREFETCH((const char *)table.buf + (int64_t)id[j + 1] * row_bytes);
+            /* The rows are scattered over a table far larger than the caches: every line of
+             * the row POOL_AHEAD ids on is asked for now, to arrive while these are added. */
+            if (j + POOL_AHEAD < nnz && id[j + POOL_AHEAD] >= 0 && id[j + POOL_AHEAD] < rows) {
+                const char *next = (const char *)table.buf
+                                   + (int64_t)id[j + POOL_AHEAD] * row_bytes;
+                for (Py_ssize_t line = 0; line < row_bytes; line += 64) PREFETCH(next + line);
+            }
             if (kind == TABLE_INT8) {
                 float scale, shift;
                 memcpy(&scale, row + dim, 4);
@@ -1425,13 +1444,10 @@ static PyObject *pool(PyObject *Py_UNUSED(module), PyObject *args) {
                         if (v > acc[k]) acc[k] = v;
                     }
                 } else {
-                    float a = w[j] * scale, b = w[j] * shift;
-                    for (Py_ssize_t k = 0; k < dim; k++) acc[k] += a * q[k] + b;
+                    add_scaled_bytes(acc, q, w[j] * scale, w[j] * shift, dim);
                 }
             } else if (kind == TABLE_F32 && !max_pool) {
-                const float *r = (const float *)row;
-                float a = w[j];
-                for (Py_ssize_t k = 0; k < dim; k++) acc[k] += a * r[k];
+                add_scaled(acc, (const float *)row, w[j], dim);
             } else {
                 for (Py_ssize_t k = 0; k < dim; k++) {
                     float v = table_value(row, kind, k);

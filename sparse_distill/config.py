@@ -198,9 +198,10 @@ class StudentConfig:
     dropout: float = field(default=0.1, metadata=_range(ge=0.0, lt=1.0))
     # The MLP's precision on CUDA (auto: bf16 where supported); the table stays float32.
     dense_precision: Literal["auto", "fp32", "bf16"] = "auto"
-    # The table's starting rows: random (the paper), or each n-gram's words as the teacher's
-    # encoder sees them (sparse_distill.embed_init).
-    init: Literal["random", "teacher"] = "random"
+    # The table's starting rows: each n-gram's words as the teacher's encoder sees them
+    # (sparse_distill.embed_init), or random (the paper). teacher: dev was higher with it on all
+    # three data sets tried (rt, trec, 20ng; benchmarks/RESULTS.md), for about a minute.
+    init: Literal["random", "teacher"] = "teacher"
     # Hashed rows after the vocabulary's for what it lacks (fastText's buckets; 0: none, as in
     # the paper): its unseen word n-grams (bucket_ngrams) and the character n-grams, of lengths
     # subwords = [min, max] ([] for none), of its unseen words (sparse_distill.featurize.Unseen).

@@ -61,6 +61,10 @@ class _Portable:
     def _chunk_logits(self, bag: Bag) -> np.ndarray:
         raise NotImplementedError
 
+    def _finish(self, parts: list[np.ndarray]) -> np.ndarray:
+        """The chunks' outputs -> (n_texts, n_classes) logits."""
+        return np.concatenate(parts)
+
     def logits(self, texts: list[str], batch_size: int = 1024) -> np.ndarray:
         """(n_texts, n_classes) float32."""
         if not texts:
@@ -72,8 +76,8 @@ class _Portable:
             return self._chunk_logits(self.featurizer.bag(chunk, mean=self.pooling == "mean"))
 
         if len(chunks) == 1 or self.threads == 1:
-            return np.concatenate([one(c) for c in chunks])
-        return np.concatenate(list(thread_pool(self.threads, "portable").map(one, chunks)))
+            return self._finish([one(c) for c in chunks])
+        return self._finish(list(thread_pool(self.threads, "portable").map(one, chunks)))
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         logits = self.logits(texts)  # (n, n_classes)
@@ -106,12 +110,18 @@ class NumpyStudent(_Portable):
         return cls(directory, read_export(directory, "numpy"), threads)
 
     def _chunk_logits(self, bag: Bag) -> np.ndarray:
-        # The compiled EmbeddingBag: numpy's gather-then-reduce made a (nnz, d) copy and ran
-        # 6x slower than torch's fused kernel; this one reads each row once, without the GIL.
+        """The chunk's pooled rows (n, d): the threads featurise and pool (compiled, without
+        the GIL); the MLP then runs once on all of them in `_finish`, so that numpy's BLAS
+        threads do not fight the chunks' threads."""
+        # numpy's gather-then-reduce made a (nnz, d) copy and ran 6x slower than torch's fused
+        # kernel; the compiled EmbeddingBag reads each row once.
         pooled = np.empty((len(bag), self.dim), np.float32)  # (n, d)
         compiled_module().pool(self.table, TABLE_KINDS[self.table_dtype], self.dim, bag.ids,
                                bag.offsets, bag.weights, pooled, self.pooling == "max")
-        x = pooled
+        return pooled
+
+    def _finish(self, parts: list[np.ndarray]) -> np.ndarray:
+        x = np.concatenate(parts) if len(parts) > 1 else parts[0]  # (n, d)
         for i, (weight, bias) in enumerate(self.layers):
             x = x @ weight.T + bias  # (n, out)
             if i < len(self.layers) - 1:
@@ -137,6 +147,8 @@ class OnnxStudent(_Portable):
         options.intra_op_num_threads = 1 if self.threads > 1 else 0
         self.session = ort.InferenceSession(str(directory / "model.onnx"), options,
                                             providers=["CPUExecutionProvider"])
+        # 64 MiB of gathered float rows per run
+        self.pad_cells = max(1, (64 << 20) // (4 * meta["architecture"]["embedding_dim"]))
 
     @classmethod
     def load(cls, directory: str | Path, threads: int | None = None) -> OnnxStudent:
@@ -144,12 +156,31 @@ class OnnxStudent(_Portable):
         return cls(directory, read_export(directory, "onnx"), threads)
 
     def _chunk_logits(self, bag: Bag) -> np.ndarray:
+        # The graph gathers (batch, width, d) floats: texts go in order of length, in groups
+        # whose padded cells stay under PAD_CELLS (a batch of long documents padded together
+        # would ask for gigabytes).
         lengths = np.diff(bag.offsets)  # (n,)
-        width = max(1, int(lengths.max()) if len(lengths) else 1)
-        ids = np.zeros((len(bag), width), np.int64)  # padding: id 0 with weight 0
-        weights = np.zeros((len(bag), width), np.float32)
-        row = np.repeat(np.arange(len(bag)), lengths)
-        col = np.arange(len(bag.ids)) - np.repeat(bag.offsets[:-1], lengths)
-        ids[row, col] = bag.ids
-        weights[row, col] = bag.weights
+        order = np.argsort(lengths, kind="stable")
+        out = np.empty((len(bag), len(self.labels)), np.float32)
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while end < len(order) and (end + 1 - start) * max(1, lengths[order[end]]) \
+                    <= self.pad_cells:
+                end += 1
+            group = order[start:end]
+            out[group] = self._run(bag, group, lengths)
+            start = end
+        return out
+
+    def _run(self, bag: Bag, group: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        width = max(1, int(lengths[group].max()))
+        ids = np.zeros((len(group), width), np.int64)  # padding: id 0 with weight 0
+        weights = np.zeros((len(group), width), np.float32)
+        n = lengths[group]  # (g,)
+        row = np.repeat(np.arange(len(group)), n)  # (cells,) each cell's row and column
+        col = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        source = np.repeat(bag.offsets[group], n) + col  # where the cell's id is in the bag
+        ids[row, col] = bag.ids[source]
+        weights[row, col] = bag.weights[source]
         return self.session.run(["logits"], {"ids": ids, "weights": weights})[0]
