@@ -90,7 +90,8 @@ def render_card(directory: Path, eval_metrics: dict[str, Any] | None = None) -> 
         lines.append("")
     elif meta.get("shrunk"):
         lines += ["Test figures: the dev accuracy above is the full student's; "
-                  "`python scripts/shrink_table.py` measures shrunk students on a test split.", ""]
+                  "`sdistill eval CONFIG --student THIS_DIRECTORY` measures this one against the "
+                  "run's teacher and writes them here.", ""]
     else:
         lines += ["Test figures: run `sdistill eval CONFIG`, which writes them here.", ""]
     return "\n".join(lines)

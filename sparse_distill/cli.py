@@ -7,6 +7,7 @@ error become a message and an exit code: one line a problem, no traceback.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -236,11 +237,15 @@ def train_student(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = Fals
 
 
 @app.command("eval")
-def eval_(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None:
+def eval_(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False,
+          student: Annotated[Path | None, typer.Option(
+              help="Evaluate this student directory (e.g. one `sdistill shrink` wrote) against "
+                   "the run's teacher instead of RUN/student; its figures go to STUDENT/eval/.")
+          ] = None) -> None:
     """Accuracy, F1, agreement, retention and speed of teacher vs student; a report."""
     from .evaluation import evaluate
 
-    result = _run_with_bars(evaluate, config, set_, force)
+    result = _run_with_bars(functools.partial(evaluate, student=student), config, set_, force)
     if result.skipped:
         _up_to_date("eval", result.output)
     else:
@@ -263,7 +268,8 @@ def eval_(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
                       f"{s['student']['samples_per_s']:,.0f} texts/s (batch "
                       f"{s['student']['batch_size']}): {s['speedup']:,.1f}x")
     out.print(f"output: {result.output} (metrics.json, report.md)")
-    out.print(f"next:   sdistill predict {result.output.parent / 'student'} -i TEXTS.txt")
+    model_dir = student if student is not None else result.output.parent / "student"
+    out.print(f"next:   sdistill predict {model_dir} -i TEXTS.txt")
 
 
 @app.command()

@@ -120,13 +120,25 @@ def load_teacher(cfg: Config, manifest: dict[str, Any]) -> tuple[Any, Any, np.nd
 
 
 def evaluate(cfg: Config | str | Path, *, force: bool = False,
-             report: Reporter | None = None) -> StageResult:
-    """Evaluate teacher and student on the configured splits; write RUN/eval/."""
+             report: Reporter | None = None, student: str | Path | None = None) -> StageResult:
+    """Evaluate teacher and student on the configured splits; write RUN/eval/.
+
+    `student`: another student directory (a shrunk one, say) to evaluate against the run's
+    teacher instead of RUN/student; its figures go to STUDENT/eval/ and its model card, and are
+    computed again at every call."""
     cfg = as_config(cfg)
-    out = cfg.run_dir() / "eval"
-    inputs, fp, done = begin_stage(cfg, "eval", force)
-    if done is not None:
-        return done
+    if student is None:
+        out = cfg.run_dir() / "eval"
+        inputs, fp, done = begin_stage(cfg, "eval", force)
+        if done is not None:
+            return done
+    else:
+        out, inputs, fp = Path(student) / "eval", [], {}
+        if not (Path(student) / "student.json").is_file():
+            raise DataError(f"{student}: not a student directory (no student.json)")
+        if read_manifest(cfg.run_dir() / "teacher") is None:
+            raise DataError(f"{cfg.run_dir() / 'teacher'}: no teacher to compare with; run "
+                            f"`sdistill teach {getattr(cfg, '_path', 'CONFIG')}` first")
     report = report or Reporter()
     start = time.perf_counter()
     rt = runtime(cfg.run.device)
@@ -139,10 +151,14 @@ def evaluate(cfg: Config | str | Path, *, force: bool = False,
                         "add data.dev / data.test or change eval.splits")
     t = cfg.teacher
     model, tokenizer, columns = load_teacher(cfg, teacher_manifest)
-    student_dir = cfg.run_dir() / "student"
+    student_dir = cfg.run_dir() / "student" if student is None else Path(student)
     # Both models run on run.device, for quality and for speed.
     students = {"student": Student.load(student_dir, device=rt.device)}
-    if (student_dir / "model-kd.safetensors").is_file() and cfg.student.finetune.epochs > 0:
+    if students["student"].labels != labels:
+        raise DataError(f"{student_dir}: its labels {students['student'].labels} are not the "
+                        f"teacher's {labels}")
+    if student is None and (student_dir / "model-kd.safetensors").is_file() \
+            and cfg.student.finetune.epochs > 0:
         students = {"student_kd": Student.load(student_dir, "model-kd.safetensors",
                                                device=rt.device),
                     "student": students["student"]}
@@ -212,7 +228,8 @@ def evaluate(cfg: Config | str | Path, *, force: bool = False,
         atomic_write_text(tmp / "report.md", render_report(metrics, figures))
         atomic_write_json(tmp / "manifest.json", {**manifest, "metrics": metrics})
     write_card(student_dir, metrics)  # the student's model card gets the test figures
-    write_resolved_config(cfg)
+    if student is None:
+        write_resolved_config(cfg)
     return StageResult("eval", out, False, {**manifest, "metrics": metrics})
 
 

@@ -109,6 +109,21 @@ def test_eval_stage_end_to_end(config_dict, tiny_classifier, write_config, tmp_p
     assert (f"| test | 6 | {student['accuracy']:.4f} | {student['macro_f1']:.4f} | "
             f"{test['teacher']['accuracy']:.4f} | {student['retention']:.3f} |") in card
     assert f"{speed['student']['samples_per_s']:,.0f} texts/s" in card
+    # A shrunk student, evaluated against the same teacher: its figures go beside it.
+    from sparse_distill.shrink import shrink
+
+    small = tmp_path / "small"
+    shrink(tmp_path / "run" / "student", small, keep_share=0.5, dtype="int8")
+    result = CliRunner().invoke(app, ["eval", str(write_config(data)), "--student", str(small)])
+    assert result.exit_code == 0, result.output
+    shrunk = json.loads((small / "eval" / "metrics.json").read_text())
+    assert shrunk["splits"]["test"]["teacher"] == test["teacher"]
+    assert "student_kd" not in shrunk["splits"]["test"]
+    assert "| test | 6 |" in (small / "README.md").read_text()
+    assert f"next:   sdistill predict {small}" in result.output
+    missing = CliRunner().invoke(app, ["eval", str(write_config(data)), "--student",
+                                       str(tmp_path)])
+    assert missing.exit_code == 1 and "not a student directory" in missing.output
     pngs = sorted(p.name for p in (tmp_path / "run" / "eval").glob("*.png"))
     assert pngs == ["accuracy-vs-speed.png", "confusion-dev.png", "confusion-test.png"]
     assert all(f"![{name}]({name})" in report for name in pngs)
