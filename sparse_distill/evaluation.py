@@ -34,6 +34,7 @@ from .rundir import (
     atomic_write_json,
     atomic_write_text,
     begin_stage,
+    locked,
     make_manifest,
     read_manifest,
     staged_dir,
@@ -119,6 +120,7 @@ def load_teacher(cfg: Config, manifest: dict[str, Any]) -> tuple[Any, Any, np.nd
     return model, tokenizer, columns
 
 
+@locked
 def evaluate(cfg: Config | str | Path, *, force: bool = False,
              report: Reporter | None = None, student: str | Path | None = None) -> StageResult:
     """Evaluate teacher and student on the configured splits; write RUN/eval/.

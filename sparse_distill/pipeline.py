@@ -9,11 +9,12 @@ from typing import Any
 
 from .config import Config, as_config
 from .progress import Reporter
-from .rundir import StageResult, stage_state
+from .rundir import StageResult, locked, stage_state
 
 STAGES = ("vocab", "teacher", "student", "eval")
 
 
+@locked
 def run_all(cfg: Config | str | Path, *, force: bool = False, report: Reporter | None = None,
             on_stage: Callable[[str, list[str]], None] | None = None
             ) -> dict[str, StageResult]:

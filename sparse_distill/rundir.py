@@ -11,21 +11,29 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import Config, dump_config, expand_path
+from .config import Config, as_config, dump_config, expand_path
 from .data import resolve_format
 from .errors import StageError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks here; runs are not guarded there
+    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -282,3 +290,65 @@ def write_resolved_config(cfg: Config) -> Path:
     path = cfg.run_dir() / "config.yaml"
     atomic_write_text(path, dump_config(cfg))
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# One writer per run directory
+
+LOCK_FILE = ".sdistill.lock"
+_held: dict[Path, list[int]] = {}  # run dir -> [file descriptor, depth], in this process
+_held_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold RUN/.sdistill.lock (an OS lock, `flock`) while a command writes under `run_dir`.
+
+    A second process that asks is refused at once with the holder's pid and command. The OS
+    releases the lock when its process ends, however it ends, so a killed run never blocks the
+    next. Re-entrant within a process (`run` holds it around the stages, which take it again).
+    Under torchrun, rank 0 holds it for the job: the other ranks write their shards under it."""
+    if fcntl is None or os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    key = run_dir.resolve()
+    with _held_guard:
+        if key in _held:
+            _held[key][1] += 1
+            fd = None
+        else:
+            fd = os.open(key / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "unknown"
+                os.close(fd)
+                raise StageError(f"{run_dir} is being written by another sdistill process "
+                                 f"({holder}); wait for it to end, or give this command "
+                                 "another run.dir") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()}: {' '.join(sys.argv) or 'python'}".encode())
+            _held[key] = [fd, 1]
+    try:
+        yield
+    finally:
+        with _held_guard:
+            _held[key][1] -= 1
+            if _held[key][1] == 0:
+                fd = _held.pop(key)[0]
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+
+def locked(stage: Callable[..., Any]) -> Callable[..., Any]:
+    """A stage function (first argument: a Config or its path) that holds its run's lock."""
+    @functools.wraps(stage)
+    def run(cfg: Any, *args: Any, **kwargs: Any) -> Any:
+        cfg = as_config(cfg)
+        with run_lock(cfg.run_dir()):
+            return stage(cfg, *args, **kwargs)
+
+    return run
+

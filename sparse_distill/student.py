@@ -40,6 +40,7 @@ from .rundir import (
     StageResult,
     atomic_write_json,
     begin_stage,
+    locked,
     make_manifest,
     prepare_partial,
     read_manifest,
@@ -387,6 +388,7 @@ def run_phase(trainer: PhaseTrainer, corpus: Corpus, targets: np.ndarray | None,
     return {"resumed": resumed, **trainer.state}
 
 
+@locked
 def train_student(cfg: Config | str | Path, *, force: bool = False,
                   report: Reporter | None = None) -> StageResult:
     """Distil the DAN on the teacher's logits, then fine-tune on gold labels; RUN/student/."""

@@ -35,6 +35,7 @@ from .rundir import (
     atomic_write_bytes,
     atomic_write_json,
     begin_stage,
+    locked,
     make_manifest,
     prepare_partial,
     replace_dir,
@@ -464,6 +465,7 @@ def _write_texts(path: Path, data: LabeledData, pool: list[str]) -> None:
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
 
 
+@locked
 def teach(cfg: Config | str | Path, *, force: bool = False,
           report: Reporter | None = None) -> StageResult:
     """Fine-tune (or load) the teacher, evaluate it on dev/test and soft-label train + pool.

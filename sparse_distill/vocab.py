@@ -30,6 +30,7 @@ from .rundir import (
     StageResult,
     atomic_write_json,
     begin_stage,
+    locked,
     make_manifest,
     staged_dir,
     write_resolved_config,
@@ -164,6 +165,7 @@ def select_vocabulary(counts: NgramCounts, cfg: VocabConfig) -> Vocabulary:
                       lowercase=cfg.lowercase, token_pattern=cfg.token_pattern)
 
 
+@locked
 def build_vocab(cfg: Config | str | Path, *, force: bool = False,
                 progress: Callable[[int], None] | None = None) -> StageResult:
     """Fit the n-gram vocabulary on train + unlabelled text and write RUN/vocab/.
