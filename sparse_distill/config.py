@@ -100,6 +100,9 @@ class DataConfig:
     unlabeled: list[SourceConfig] = field(default_factory=list)
     # An empty, undecodable or malformed line: skip it (counted and reported), or stop.
     on_bad_line: Literal["skip", "error"] = "skip"
+    # Skipping stops being silent above this share of a source's lines: more bad lines than
+    # that is a wrong or truncated file, and the stage stops before writing anything.
+    max_bad_fraction: float = field(default=0.01, metadata=_range(ge=0.0, le=1.0))
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -239,7 +242,7 @@ ADDED_LATER = [("student", "init", "random"), ("teacher", "max_windows", 1),
                ("data", "augment.neighbour_prob", 0.0), ("data", "augment.neighbour_model", None),
                ("data", "augment.neighbours", 10), ("data", "augment.splice_prob", 0.0),
                ("student", "buckets", 0), ("student", "bucket_ngrams", True),
-               ("student", "subwords", [3, 5])]
+               ("student", "subwords", [3, 5]), ("data", "max_bad_fraction", 0.01)]
 
 
 @dataclass

@@ -215,6 +215,40 @@ def peek_columns(src: SourceConfig, path: str, fmt: str, role: str) -> list[str]
     return _hub_columns(src, path)
 
 
+def sniff(path: str, fmt: str) -> str | None:
+    """What a text file looks like instead of `fmt`, from its first 4 KiB (None: it may be it).
+
+    Catches the files whose rows would all be bad: compressed without its suffix, binary, or
+    another text format than its name says."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    compressed = Path(path).suffix.lower() in COMPRESSED
+    if not compressed:
+        for magic, kind, suffix in ((b"\x1f\x8b", "gzip", ".gz"), (b"BZh", "bzip2", ".bz2"),
+                                    (b"PK\x03\x04", "zip", None), (b"PAR1", "parquet", None)):
+            if head.startswith(magic):
+                fix = (f"name it {Path(path).name}{suffix}" if suffix else
+                       "give a csv, tsv, jsonl, txt or parquet file" if kind == "zip" else
+                       "name it .parquet or set format: parquet")
+                return f"is {kind} data, not {fmt} text; {fix}"
+    else:
+        with _open_binary(path) as f:
+            try:
+                head = f.read(4096)
+            except (OSError, EOFError) as exc:
+                return (f"is not valid {Path(path).suffix.lstrip('.')} data ({_one_line(exc)}); "
+                        "check the file, or drop that suffix from its name if it is plain text")
+    if b"\x00" in head:
+        return (f"looks binary (NUL bytes in its first {len(head):,} bytes), not {fmt} text; "
+                "check that this is the right file")
+    lines = [x for x in head.decode("utf-8", "replace").splitlines()[:5] if x.strip()]
+    if fmt == "jsonl" and lines and not any(x.lstrip().startswith("{") for x in lines):
+        other = "tsv" if "\t" in lines[0] else "csv" if "," in lines[0] else "txt"
+        return (f"is not JSON lines (no line of its first {len(lines)} starts with '{{'; it "
+                f"looks like {other}); name it .{other} or set format: {other}")
+    return None
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:300]
@@ -246,6 +280,10 @@ def check_sources(cfg: Config) -> list[str]:
         if fmt == "txt" and label_col is not None:
             problems.append(f"{key}.path: {path} is plain text, which has no label column; give "
                             "labelled data as csv, tsv, jsonl, parquet or a dataset")
+            continue
+        looks = sniff(path, fmt) if fmt in ("txt", "jsonl", "csv", "tsv") else None
+        if looks:  # before its columns: "column 'text' not found" would suggest the wrong fix
+            problems.append(f"{key}.path: {path} {looks}")
             continue
         try:
             columns = peek_columns(src, path, fmt, role)
@@ -470,6 +508,13 @@ def iter_texts(cfg: Config, key: str, src: SourceConfig, stats_out: list[SourceS
             continue
         stats.kept += 1
         yield rec.text, rec.label  # type: ignore[misc]
+    limit = cfg.data.max_bad_fraction
+    if stats.bad and stats.bad > limit * stats.read:
+        first = "; ".join(m.removeprefix(f"{path}:") for m in stats.bad_examples[:3])
+        raise DataError(
+            f"{path}: {stats.bad:,} of {stats.read:,} {where}s are bad "
+            f"({stats.bad / stats.read:.1%}, above data.max_bad_fraction {limit:.1%}), first: "
+            f"{first}; fix or replace the file, or raise data.max_bad_fraction to accept it")
 
 
 def read_split(cfg: Config, name: str) -> Split | None:

@@ -5,6 +5,7 @@ import gzip
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +85,7 @@ def test_columns_default_to_trains(config_dict, data_dir, tmp_path):
 
 def test_bad_lines_are_reported_with_file_and_line_then_skipped(config_dict, data_dir):
     config_dict["data"]["train"]["path"] = str(data_dir / "bad.jsonl")
+    config_dict["data"]["max_bad_fraction"] = 1.0  # 5 of 7: allowed here
     data = labeled_from(config_dict)
     path = data_dir / "bad.jsonl"
     assert data.train.stats.read == 7 and data.train.stats.kept == 2 and data.train.stats.bad == 5
@@ -110,6 +112,7 @@ def test_undecodable_csv_row_keeps_its_line_number(config_dict, tmp_path):
     path.write_bytes(b'text,label\n"good, and ""quoted""",pos\n"bad \xff byte",neg\n'
                      b'"multi\nline",neg\n,\n')
     config_dict["data"]["train"] = {"path": str(path)}
+    config_dict["data"]["max_bad_fraction"] = 0.5
     del config_dict["data"]["dev"], config_dict["data"]["test"]
     data = labeled_from(config_dict)
     assert data.train.texts == ['good, and "quoted"', "multi\nline"]
@@ -191,5 +194,48 @@ def test_empty_training_file_is_an_error(config_dict, tmp_path):
     shutil.copy(config_dict["data"]["train"]["path"], path)
     path.write_text('{"text": "", "label": "pos"}\n')
     config_dict["data"]["train"]["path"] = str(path)
+    config_dict["data"]["max_bad_fraction"] = 1.0
     with pytest.raises(DataError, match="has no usable rows"):
         labeled_from(config_dict)
+
+
+def test_more_bad_lines_than_allowed_stop_before_anything_is_written(config_dict, tmp_path):
+    from sparse_distill.vocab import build_vocab
+
+    # The issue's case: a jsonl of 502 lines of which 500 are broken.
+    path = tmp_path / "train.jsonl"
+    good = [json.dumps({"text": "a fine film", "label": "pos"}),
+            json.dumps({"text": "a dull film", "label": "neg"})]
+    path.write_text("\n".join(good + ['{"text": "cut in half'] * 500) + "\n")
+    config_dict["data"]["train"]["path"] = str(path)
+    with pytest.raises(DataError, match=re.escape(
+            f"{path}: 500 of 502 lines are bad (99.6%, above data.max_bad_fraction 1.0%), "
+            "first: 3: not valid JSON")) as err:
+        build_vocab(config_from_dict(config_dict))
+    assert "raise data.max_bad_fraction to accept it" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert not (Path(config_dict["run"]["dir"]) / "vocab").exists()
+    # Within the limit, the bad line is skipped and reported as before.
+    path.write_text("\n".join(good * 100 + ['{"text": "cut in half']) + "\n")
+    data = labeled_from(config_dict)
+    assert data.train.stats.bad == 1 and data.train.stats.kept == 200
+
+
+@pytest.mark.parametrize(("content", "name", "says"), [
+    (bytes(range(256)) * 12, "train.jsonl", "looks binary (NUL bytes in its first 3,072 bytes), "
+     "not jsonl text"),
+    (b"text,label\na fine film,pos\n", "train.jsonl", "is not JSON lines (no line of its first "
+     "2 starts with '{'; it looks like csv); name it .csv or set format: csv"),
+    (gzip.compress(b'{"text": "a", "label": "pos"}\n'), "train.jsonl",
+     "is gzip data, not jsonl text; name it train.jsonl.gz"),
+    (b"plain text, not gzip", "train.csv.gz", "is not valid gz data"),
+])
+def test_a_file_that_is_not_its_format_says_what_it_looks_like(config_dict, tmp_path, content,
+                                                               name, says):
+    path = tmp_path / name
+    path.write_bytes(content)
+    config_dict["data"]["train"]["path"] = str(path)
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(config_dict)
+    assert f"data.train.path: {path} {says}" in str(err.value)
+    assert "not found in" not in str(err.value)  # not the misleading column message
