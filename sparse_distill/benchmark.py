@@ -11,6 +11,7 @@ were timed is measured (Linux) and written down with the figures.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
@@ -35,7 +36,7 @@ from .baselines import (
 )
 from .config import Config, as_config, expand_path
 from .data import load_labeled
-from .errors import SDistillError
+from .errors import DataError, SDistillError
 from .evaluation import load_teacher, median_rate
 from .progress import Reporter
 from .rundir import atomic_write_json, atomic_write_text
@@ -173,8 +174,11 @@ class OtherLoad:
 
 
 def benchmark_config(cfg: Config | str | Path, report: Reporter | None = None,
-                     on_step: Callable[[str], None] | None = None) -> DatasetResult:
-    """Run the pipeline for `cfg`, train the baselines, measure every model on its test split."""
+                     on_step: Callable[[str], None] | None = None,
+                     extra_students: dict[str, Path] | None = None) -> DatasetResult:
+    """Run the pipeline for `cfg`, train the baselines, measure every model on its test split.
+    `extra_students`: more student directories (shrunk ones, say) measured beside the run's, as
+    rows named by their keys."""
     from .model import Student
     from .pipeline import run_all
     from .teacher import predict_logits, resolve_precision, runtime
@@ -236,6 +240,15 @@ def benchmark_config(cfg: Config | str | Path, report: Reporter | None = None,
         add("student (KD+FT)", students["student (KD+FT)"].predict,
             trained["kd_ft"]["dev_accuracy"], "fine-tuned on gold; KD weights kept unless dev "
             "improved")
+
+    for name, directory in (extra_students or {}).items():
+        extra = Student.load(directory)
+        if extra.labels != data.labels:
+            raise DataError(f"{directory}: its labels {extra.labels} are not this data set's "
+                            f"{data.labels}")
+        shrunk = json.loads((Path(directory) / "student.json").read_text()).get("shrunk")
+        add(name, extra.predict, accuracy(extra.predict, data.dev.texts, data.dev.labels),
+            f"{shrunk['summary'] if shrunk else 'a student directory'}: {directory}")
 
     baseline_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sdistill-bench-") as tmp:
@@ -491,20 +504,28 @@ def kept_tail(path: Path) -> str:
 
 
 def benchmark(configs: Sequence[str | Path | Config], out: str | Path, command: str = "",
-              report: Reporter | None = None, on_step: Callable[[str], None] | None = None
-              ) -> list[DatasetResult]:
-    """Benchmark every config; write `out` (Markdown) and the same figures as JSON beside it."""
+              report: Reporter | None = None, on_step: Callable[[str], None] | None = None,
+              extra_students: dict[str, Path] | None = None) -> list[DatasetResult]:
+    """Benchmark every config; write `out` (Markdown) and the same figures as JSON beside it.
+    `extra_students` (with one config only): see `benchmark_config`."""
     out = Path(out)
     cfgs = [as_config(c) for c in configs]  # every config is checked before any work
     for cfg in cfgs:
         check_benchmarkable(cfg)
+    if extra_students and len(cfgs) != 1:
+        raise DataError("--student measures a student directory on one data set: give one "
+                        f"config, not {len(cfgs)}")
+    for name, directory in (extra_students or {}).items():
+        if not (Path(directory) / "student.json").is_file():
+            raise DataError(f"--student {name}={directory}: not a student directory (no "
+                            "student.json)")
     results: list[DatasetResult] = []
     commit = git_commit()
     out.parent.mkdir(parents=True, exist_ok=True)
     figures: dict[str, str] = {}
     tail = kept_tail(out)
     for cfg in cfgs:
-        results.append(benchmark_config(cfg, report, on_step))
+        results.append(benchmark_config(cfg, report, on_step, extra_students))
         d = results[-1]
         if write_figure(d, figure_path(out, d.name)):
             figures[d.name] = figure_path(out, d.name).name

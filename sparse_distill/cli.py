@@ -320,6 +320,9 @@ def benchmark(
                                          "same figures go to a .json beside it.")
                       ] = Path("benchmarks/RESULTS.md"),
     set_: SetOpt = None,
+    student: Annotated[list[str] | None, typer.Option(
+        help="NAME=DIR: also measure this student directory (e.g. one `sdistill shrink` wrote) "
+             "as a row named NAME; repeatable; with one config.")] = None,
 ) -> None:
     """Pipeline vs baselines (DAN from scratch, TF-IDF + LR, fastText) on each data set:
     accuracy, end-to-end throughput, retention, speedup, where the student's time goes."""
@@ -327,13 +330,20 @@ def benchmark(
     from .benchmark import targets
 
     with _user_errors():
+        extra: dict[str, Path] = {}
+        for spec in student or []:
+            name, sep, directory = spec.partition("=")
+            if not sep or not name or not directory:
+                raise SDistillError(f"--student {spec!r}: expected NAME=DIR")
+            extra[name] = Path(directory)
         cfgs = [as_config(c, set_) for c in configs]
         bars = _reporter()
         existed = output.is_file()
         try:
             results = run_benchmark(
                 cfgs, output, command=" ".join(["sdistill", "benchmark", *sys.argv[2:]]),
-                report=bars, on_step=lambda step: (bars.close(), err.print(f"[dim]{step}[/]")))
+                report=bars, on_step=lambda step: (bars.close(), err.print(f"[dim]{step}[/]")),
+                extra_students=extra)
         finally:
             bars.close()
     for d in results:

@@ -27,6 +27,7 @@ from sparse_distill.benchmark import (
 )
 from sparse_distill.cli import app
 from sparse_distill.data import LabeledData, SourceStats, Split
+from sparse_distill.model import Student
 
 
 def _split(name: str, n: int, offset: int) -> Split:
@@ -178,7 +179,8 @@ def test_other_load_is_the_machines_busy_time_less_this_process():
     assert real.share() is None or 0.0 <= real.share() <= 1.0
 
 
-def test_benchmark_command_end_to_end(config_dict, tiny_classifier, write_config, tmp_path):
+def test_benchmark_command_end_to_end(config_dict, tiny_classifier, write_config, tmp_path,
+                                      trained_student):
     data = teacher_config(config_dict, tiny_classifier, finetune=False)
     data["student"] = student_section()
     data["eval"] = {"speed_texts": 6, "batch_sizes": [2, 4], "repeats": 1}
@@ -186,7 +188,12 @@ def test_benchmark_command_end_to_end(config_dict, tiny_classifier, write_config
     out.parent.mkdir()
     kept = "<!-- kept across benchmark reruns -->\n## Ablation\n| a | b |\n"
     out.write_text("an earlier report\n" + kept)
-    result = CliRunner().invoke(app, ["benchmark", str(write_config(data)), "-o", str(out)])
+    # A shrunk student directory measured beside the run's (same labels, another run).
+    from sparse_distill.shrink import shrink
+
+    shrink(trained_student, tmp_path / "small", keep_share=0.5, dtype="int8")
+    result = CliRunner().invoke(app, ["benchmark", str(write_config(data)), "-o", str(out),
+                                      "--student", f"shrunk={tmp_path / 'small'}"])
     assert result.exit_code == 0, result.output
     assert f"replaced {out}" in result.output  # said, not silent
     text = out.read_text()
@@ -194,7 +201,7 @@ def test_benchmark_command_end_to_end(config_dict, tiny_classifier, write_config
     figures = json.loads(out.with_suffix(".json").read_text())
     (dataset,) = figures["datasets"]
     names = [m["name"] for m in dataset["models"]]
-    assert names == ["teacher", "student (KD)", "student (KD+FT)",
+    assert names == ["teacher", "student (KD)", "student (KD+FT)", "shrunk",
                      "DAN from scratch (gold only)", "TF-IDF + logistic regression",
                      "fastText supervised", "model2vec"]
     eval_metrics = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
@@ -206,6 +213,11 @@ def test_benchmark_command_end_to_end(config_dict, tiny_classifier, write_config
         test["student_kd"]["accuracy"])
     assert by_name["student (KD+FT)"]["test_accuracy"] == pytest.approx(
         test["student"]["accuracy"])
+    assert by_name["shrunk"]["settings"].startswith("kept ")
+    rows = [json.loads(x) for x in Path(data["data"]["test"]["path"]).read_text().splitlines()]
+    shrunk_pred = Student.load(tmp_path / "small").predict([r["text"] for r in rows])
+    assert by_name["shrunk"]["test_accuracy"] == pytest.approx(
+        sum(p == str(r["label"]) for p, r in zip(shrunk_pred, rows, strict=True)) / len(rows))
     for m in dataset["models"]:
         assert 0.0 <= m["test_accuracy"] <= 1.0 and m["texts_per_s"] > 0
         assert m["batch_size"] in (2, 4)
