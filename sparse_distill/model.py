@@ -34,6 +34,7 @@ from .featurize import (
     thread_pool,
     usable_cpus,
 )
+from .portable import Predictions
 
 # ---------------------------------------------------------------------------------------------
 # The model
@@ -221,7 +222,7 @@ def inference_device(device: str | torch.device) -> torch.device:
     return device
 
 
-class Student:
+class Student(Predictions):
     """A trained student directory: `Student.load(dir).predict(["some text", ...])`.
 
     A call of many texts is cut into chunks that `threads` threads (default: every usable CPU)
@@ -296,13 +297,3 @@ class Student:
         # each (chunk, n_classes)
         return np.concatenate(self.map(lambda chunk: self.forward(self.tensors(chunk)),
                                        self.chunks(texts, batch_size)))
-
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        logits = self.logits(texts)  # (n, n_classes)
-        # In numpy: a torch op here, between two calls that set torch to one thread, would
-        # wake torch's full OpenMP team every batch (it halved predict's throughput).
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-
-    def predict(self, texts: list[str]) -> list[str]:
-        return [self.labels[i] for i in self.logits(texts).argmax(axis=1)]

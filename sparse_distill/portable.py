@@ -46,8 +46,28 @@ def read_export(directory: Path, fmt: str) -> dict[str, Any]:
     return meta
 
 
-class _Portable:
-    """What both predictors share: the featuriser, chunks on threads, softmax and labels."""
+class Predictions:
+    """`predict_proba` and `predict` from a class's `logits(texts)` and `labels`: shared by the
+    torch student (`model.Student`) and the ones here."""
+
+    labels: list[str]
+
+    def logits(self, texts: list[str], batch_size: int = 1024) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        logits = self.logits(texts)  # (n, n_classes)
+        # In numpy: a torch op here, between two calls that set torch to one thread, would
+        # wake torch's full OpenMP team every batch (it halved predict's throughput).
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, texts: list[str]) -> list[str]:
+        return [self.labels[i] for i in self.logits(texts).argmax(axis=1)]
+
+
+class _Portable(Predictions):
+    """What both predictors here share: the featuriser and chunks on threads."""
 
     def __init__(self, directory: Path, meta: dict[str, Any], threads: int | None) -> None:
         arch = meta["architecture"]
@@ -78,14 +98,6 @@ class _Portable:
         if len(chunks) == 1 or self.threads == 1:
             return self._finish([one(c) for c in chunks])
         return self._finish(list(thread_pool(self.threads, "portable").map(one, chunks)))
-
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        logits = self.logits(texts)  # (n, n_classes)
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-
-    def predict(self, texts: list[str]) -> list[str]:
-        return [self.labels[i] for i in self.logits(texts).argmax(axis=1)]
 
 
 class NumpyStudent(_Portable):

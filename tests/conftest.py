@@ -167,3 +167,29 @@ def trained_student(tiny_classifier: Path, tmp_path_factory: pytest.TempPathFact
     build_vocab(cfg)
     teach(cfg)
     return train_student(cfg).output
+
+
+def train_student_interrupted(cfg: Any, monkeypatch: pytest.MonkeyPatch,
+                              on_kill: Any = None) -> None:
+    """train_student(cfg) killed right after its second distillation checkpoint (`on_kill(trainer)`
+    runs first), then run again to the end: the resume path the resume tests compare."""
+    from sparse_distill import student as student_mod
+
+    real_save = student_mod.PhaseTrainer.save
+    saves = []
+
+    def save_then_die(self: Any) -> None:
+        real_save(self)
+        saves.append(self.phase)
+        if saves == ["distill", "distill"]:
+            if on_kill is not None:
+                on_kill(self)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(student_mod, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint every evaluation
+    monkeypatch.setattr(student_mod.PhaseTrainer, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        student_mod.train_student(cfg)
+    monkeypatch.setattr(student_mod.PhaseTrainer, "save", real_save)
+    student_mod.train_student(cfg)
+

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import student_section, teacher_config
+from conftest import student_section, teacher_config, train_student_interrupted
 
 from sparse_distill.config import config_from_dict
 from sparse_distill.evaluation import evaluate
@@ -65,7 +65,7 @@ def test_a_resumed_cuda_run_matches_an_uninterrupted_one(config_dict, tiny_class
 
     from sparse_distill import student as student_mod
 
-    monkeypatch.setattr(student_mod, "CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr(student_mod, "CHECKPOINT_SECONDS", 0.0)  # as in the interrupted run
     whole = cuda_config(config_dict, tiny_classifier, tmp_path / "a")
     build_vocab(whole)
     teach(whole)
@@ -73,22 +73,11 @@ def test_a_resumed_cuda_run_matches_an_uninterrupted_one(config_dict, tiny_class
     broken = cuda_config(config_dict, tiny_classifier, tmp_path / "b")
     build_vocab(broken)
     teach(broken)
-    real_save = student_mod.PhaseTrainer.save
-    saves = []
 
-    def save_then_die(self):
-        real_save(self)
-        saves.append(self.phase)
-        if saves == ["distill", "distill"]:
-            ckpt = torch.load(self.ckpt, weights_only=True)
-            assert "cuda_rng" in ckpt  # dropout on CUDA draws from the CUDA generator
-            raise KeyboardInterrupt
+    def has_cuda_rng(trainer):  # dropout on CUDA draws from the CUDA generator
+        assert "cuda_rng" in torch.load(trainer.ckpt, weights_only=True)
 
-    monkeypatch.setattr(student_mod.PhaseTrainer, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_student(broken)
-    monkeypatch.setattr(student_mod.PhaseTrainer, "save", real_save)
-    train_student(broken)
+    train_student_interrupted(broken, monkeypatch, on_kill=has_cuda_rng)
     # CUDA's sparse updates sum with atomics, so rounding may differ: within 1e-5, not bytes.
     for name in ("model-kd.safetensors", "model.safetensors"):
         a = load_file(str(tmp_path / "a" / "student" / name))

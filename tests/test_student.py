@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import student_section, teacher_config
+from conftest import student_section, teacher_config, train_student_interrupted
 
 from sparse_distill.config import DistillConfig, config_from_dict
 from sparse_distill.errors import StageError
@@ -144,26 +144,13 @@ def test_a_student_with_buckets_saves_them_and_uses_them_at_prediction(config_di
 def test_resume_equals_an_uninterrupted_run(config_dict, tiny_classifier, tmp_path, monkeypatch):
     from sparse_distill import student as student_mod
 
-    monkeypatch.setattr(student_mod, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint every evaluation
+    monkeypatch.setattr(student_mod, "CHECKPOINT_SECONDS", 0.0)  # as in the interrupted run
     whole = student_config(dict(config_dict, run={"dir": str(tmp_path / "a")}), tiny_classifier)
     pipeline(whole)
     broken = student_config(dict(config_dict, run={"dir": str(tmp_path / "b")}), tiny_classifier)
     build_vocab(broken)
     teach(broken)
-    real_save = student_mod.PhaseTrainer.save
-    saves = []
-
-    def save_then_die(self):
-        real_save(self)
-        saves.append(self.phase)
-        if saves == ["distill", "distill"]:
-            raise KeyboardInterrupt  # killed after the checkpoint of step 16
-
-    monkeypatch.setattr(student_mod.PhaseTrainer, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_student(broken)
-    monkeypatch.setattr(student_mod.PhaseTrainer, "save", real_save)
-    train_student(broken)
+    train_student_interrupted(broken, monkeypatch)  # killed after the checkpoint of step 16
     for name in ("model-kd.safetensors", "model.safetensors"):
         a = (tmp_path / "a" / "student" / name).read_bytes()
         b = (tmp_path / "b" / "student" / name).read_bytes()
