@@ -398,10 +398,12 @@ def write_figure(d: DatasetResult, path: Path) -> bool:
     # A legend, not labels beside the points: the fast models sit close together.
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    from .model import write_then_replace
+
+    try:
+        write_then_replace(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
     return True
 
 

@@ -7,6 +7,7 @@ error become a message and an exit code: one line a problem, no traceback.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import sys
@@ -44,6 +45,14 @@ SetOpt = Annotated[list[str] | None, typer.Option(
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite the stage's existing output.")]
 
 
+# Errors of writing an output, with what to do about each.
+WRITE_FIXES = {errno.ENOSPC: "free some space, or point run.dir (or -o) at another disk",
+               errno.EDQUOT: "free some of your quota, or write somewhere else",
+               errno.EACCES: "check its permissions and its directory's, or use another place",
+               errno.EPERM: "check its permissions and its directory's, or use another place",
+               errno.EROFS: "the file system is read-only: write somewhere else"}
+
+
 @contextlib.contextmanager
 def _user_errors() -> Iterator[None]:
     """Turn the library's typed errors into `error: ...` lines and exit code 1."""
@@ -57,6 +66,15 @@ def _user_errors() -> Iterator[None]:
         err.print("[bold red]interrupted[/]: outputs are written to a temporary name first, so "
                   "nothing half-written was left")
         raise typer.Exit(130) from None
+    except OSError as exc:
+        if exc.errno not in WRITE_FIXES:
+            raise
+        where = exc.filename or "an output"
+        err.print(f"[bold red]error:[/] {where}: {os.strerror(exc.errno)} "
+                  f"({errno.errorcode[exc.errno]}); {WRITE_FIXES[exc.errno]}. Outputs are "
+                  "written under a temporary name first: the previous ones are intact.",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 def _progress(desc: str, unit: str, total: int | None = None) -> tqdm:

@@ -157,13 +157,28 @@ def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
         offset += size
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(len(blob).to_bytes(8, "little"))
+            f.write(blob)
+            for tensor in tensors:
+                f.write(memoryview(tensor.view(torch.uint8).numpy()))
+
+    write_then_replace(path, write)
+
+
+def write_then_replace(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` under a temporary name beside `path`, then renamed into place. On any error
+    (a full disk, say) the temporary file is removed and `path` is left as it was."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(len(blob).to_bytes(8, "little"))
-        f.write(blob)
-        for tensor in tensors:
-            f.write(memoryview(tensor.view(torch.uint8).numpy()))
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
 
 
 def bag_tensors(bag: Bag, pooling: str, device: torch.device

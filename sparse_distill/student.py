@@ -34,7 +34,7 @@ from .data import load_labeled
 from .embed_init import teacher_table
 from .errors import DataError
 from .featurize import NO_BUCKETS, Bag, Featurizer, Unseen, Vocabulary, thread_pool
-from .model import SparseDAN, bag_tensors, save_weights
+from .model import SparseDAN, bag_tensors, save_weights, write_then_replace
 from .progress import Reporter
 from .rundir import (
     StageResult,
@@ -184,16 +184,15 @@ class PhaseTrainer:
         return stop
 
     def save(self) -> None:
-        tmp = self.ckpt.with_suffix(".tmp")
         # Dropout draws from the generator of the device it runs on: both are saved.
         rng = {"rng": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        torch.save({"model": self.model.state_dict(), "sparse": self.sparse.state_dict(),
-                    "dense": self.dense.state_dict(),
-                    "schedulers": [s.state_dict() for s in self.schedulers],
-                    "state": self.state, **rng}, tmp)
-        os.replace(tmp, self.ckpt)
+        checkpoint = {"model": self.model.state_dict(), "sparse": self.sparse.state_dict(),
+                      "dense": self.dense.state_dict(),
+                      "schedulers": [s.state_dict() for s in self.schedulers],
+                      "state": self.state, **rng}
+        write_then_replace(self.ckpt, lambda tmp: torch.save(checkpoint, tmp))
 
     def resume(self) -> bool:
         if not self.ckpt.is_file():

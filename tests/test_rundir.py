@@ -1,4 +1,5 @@
-"""One writer per run directory: the run lock."""
+"""The run directory's guards: one writer at a time (the run lock), and writers that fail (a full
+disk) leaving the previous output and no temporary files."""
 
 from __future__ import annotations
 
@@ -55,3 +56,67 @@ def test_torchrun_ranks_other_than_0_take_no_lock(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     with run_lock(tmp_path / "run"):
         assert not (tmp_path / "run" / LOCK_FILE).exists()
+
+
+def test_a_full_disk_is_one_line_and_leaves_the_previous_output_and_no_litter(config_dict,
+                                                                               write_config,
+                                                                               monkeypatch):
+    import errno
+
+    from typer.testing import CliRunner
+
+    from sparse_distill.cli import app
+
+    path = write_config(config_dict)
+    assert CliRunner().invoke(app, ["vocab", str(path)]).exit_code == 0
+    run_dir = config_from_dict(config_dict).run_dir()
+    before = (run_dir / "vocab" / "vocab.json").read_bytes()
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+
+    monkeypatch.setattr(os, "replace", full)
+    result = CliRunner().invoke(app, ["vocab", str(path), "--force", "--set",
+                                      "vocab.min_df=2"])
+    monkeypatch.undo()
+    assert result.exit_code == 1
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "No space left on device (ENOSPC); free some space" in lines[0]
+    assert (run_dir / "vocab" / "vocab.json").read_bytes() == before
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == [LOCK_FILE]
+
+
+def test_weights_and_checkpoints_that_fail_to_write_leave_no_temporary_file(tmp_path,
+                                                                             monkeypatch):
+    import errno
+
+    import torch
+
+    from sparse_distill import model
+
+    target = tmp_path / "w.safetensors"
+    model.save_weights({"a": torch.ones(4)}, target)
+    before = target.read_bytes()
+
+    class Full:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, data):
+            partial = tmp_path / ".w.safetensors.tmp"
+            partial.touch()  # what a write cut short leaves
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(partial))
+
+    monkeypatch.setattr(model, "open", Full, raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        model.save_weights({"a": torch.zeros(4)}, target)
+    monkeypatch.undo()
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
