@@ -316,7 +316,6 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     with _held_guard:
         if key in _held:
             _held[key][1] += 1
-            fd = None
         else:
             fd = os.open(key / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
             try:
