@@ -17,6 +17,7 @@ import io
 import json
 import re
 import sys
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,9 +149,20 @@ def _open_text(path: str) -> IO[str]:
         return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape",
                                 newline="")
     opener = COMPRESSED.get(Path(path).suffix.lower())
+    # utf-8-sig: a byte-order mark at the start (Excel writes one) is not part of the header
     if opener:
-        return opener(path, "rt", encoding="utf-8", errors="surrogateescape", newline="")
-    return open(path, encoding="utf-8", errors="surrogateescape", newline="")
+        return opener(path, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="")
+    return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def _numbered(f: Any) -> Iterator[tuple[int, bytes]]:
+    """A binary file's lines numbered from 1, without a byte-order mark at the start (Windows
+    tools write one; it would otherwise make the first line bad JSON)."""
+    for line, raw in enumerate(f, 1):
+        yield line, raw.removeprefix(BOM) if line == 1 else raw
 
 
 def _undecodable(s: str) -> bool:
@@ -198,7 +210,7 @@ def peek_columns(src: SourceConfig, path: str, fmt: str, role: str) -> list[str]
         return [h.strip() for h in header]
     if fmt == "jsonl":
         with _open_binary(path) as f:
-            for raw in f:
+            for _, raw in _numbered(f):
                 try:
                     obj = json.loads(raw)
                 except (ValueError, UnicodeDecodeError):
@@ -238,10 +250,13 @@ def sniff(path: str, fmt: str) -> str | None:
             except (OSError, EOFError) as exc:
                 return (f"is not valid {Path(path).suffix.lstrip('.')} data ({_one_line(exc)}); "
                         "check the file, or drop that suffix from its name if it is plain text")
+    if not head.strip(BOM + b" \t\r\n"):
+        return "is empty (or only blank lines); check that this is the right file"
     if b"\x00" in head:
         return (f"looks binary (NUL bytes in its first {len(head):,} bytes), not {fmt} text; "
                 "check that this is the right file")
-    lines = [x for x in head.decode("utf-8", "replace").splitlines()[:5] if x.strip()]
+    lines = [x for x in head.removeprefix(BOM).decode("utf-8", "replace").splitlines()[:5]
+             if x.strip()]
     if fmt == "jsonl" and lines and not any(x.lstrip().startswith("{") for x in lines):
         other = "tsv" if "\t" in lines[0] else "csv" if "," in lines[0] else "txt"
         return (f"is not JSON lines (no line of its first {len(lines)} starts with '{{'; it "
@@ -301,6 +316,10 @@ def check_sources(cfg: Config) -> list[str]:
             continue
         if columns is None:
             continue
+        if fmt == "jsonl" and not columns:  # "columns: none" would suggest renaming one
+            problems.append(f"{key}.path: {path} has no line that is a JSON object; check that "
+                            "this is the right file, or set its format")
+            continue
         shown = ", ".join(columns) or "none"
         for what, col in (("text", text_col), ("label", label_col)):
             if col is not None and col not in columns:
@@ -346,7 +365,7 @@ def _record(line: int, text: Any, label: Any, label_col: str | None, text_col: s
 
 def _read_txt(path: str, text_col: str, label_col: str | None) -> Iterator[Record]:
     with _open_binary(path) as f:
-        for line, raw in enumerate(f, 1):
+        for line, raw in _numbered(f):
             try:
                 text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
@@ -362,8 +381,9 @@ def read_txt_batches(path: str, size: int) -> Iterator[tuple[list[int], list[str
     numbers: list[int] = []
     texts: list[str] = []
     bad: list[Record] = []
-    with _open_binary(path) as f:
-        for line, raw in enumerate(f, 1):
+    line = 0
+    with _open_binary(path) as f, _cut_short(path, lambda: line):
+        for line, raw in _numbered(f):
             try:
                 text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
@@ -383,7 +403,7 @@ def read_txt_batches(path: str, size: int) -> Iterator[tuple[list[int], list[str
 
 def _read_jsonl(path: str, text_col: str, label_col: str | None) -> Iterator[Record]:
     with _open_binary(path) as f:
-        for line, raw in enumerate(f, 1):
+        for line, raw in _numbered(f):
             try:
                 decoded = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -457,14 +477,34 @@ def _read_hf(src: SourceConfig, path: str, fmt: str, role: str, text_col: str,
     yield from _iter_table(batches, text_col, label_col, decode)
 
 
+@contextlib.contextmanager
+def _cut_short(path: str, last_line: Callable[[], int]) -> Iterator[None]:
+    """A file that stops being readable partway (compressed data cut short or damaged, an I/O
+    error) as one DataError naming it and the last line read."""
+    try:
+        yield
+    except (EOFError, OSError, zlib.error, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read past line {last_line():,} ({_one_line(exc)}); the "
+                        "file is cut short or damaged: fetch or write it again") from None
+
+
+def _guarded(records: Iterator[Record], path: str) -> Iterator[Record]:
+    """`records`, through `_cut_short`."""
+    last = 0
+    with _cut_short(path, lambda: last):
+        for rec in records:
+            last = rec.line
+            yield rec
+
+
 def read_text_file(path: str, fmt: str, text_col: str = "text") -> Iterator[Record]:
     """Stream the texts of a txt, jsonl, csv or tsv file (no labels), bad lines included."""
     if fmt == "txt":
-        return _read_txt(path, text_col, None)
+        return _guarded(_read_txt(path, text_col, None), path)
     if fmt == "jsonl":
-        return _read_jsonl(path, text_col, None)
+        return _guarded(_read_jsonl(path, text_col, None), path)
     if fmt in ("csv", "tsv"):
-        return _read_csv(path, text_col, None, "\t" if fmt == "tsv" else ",")
+        return _guarded(_read_csv(path, text_col, None, "\t" if fmt == "tsv" else ","), path)
     raise DataError(f"{path}: cannot read texts from a {fmt!r} file; use txt, jsonl, csv or tsv")
 
 
@@ -484,7 +524,7 @@ def iter_records(cfg: Config, key: str, src: SourceConfig) -> tuple[Iterator[Rec
         records = _read_parquet(path, text_col, label_col)
     else:
         records = _read_hf(src, path, fmt, role, text_col, label_col)
-    return records, path, fmt
+    return _guarded(records, path), path, fmt
 
 
 def iter_texts(cfg: Config, key: str, src: SourceConfig, stats_out: list[SourceStats]

@@ -239,3 +239,17 @@ def test_a_file_that_is_not_its_format_says_what_it_looks_like(config_dict, tmp_
         config_from_dict(config_dict)
     assert f"data.train.path: {path} {says}" in str(err.value)
     assert "not found in" not in str(err.value)  # not the misleading column message
+
+
+def test_a_compressed_file_cut_short_is_one_line_naming_the_last_line_read(tmp_path):
+    from sparse_distill.data import read_text_file, read_txt_batches
+
+    data = gzip.compress(b"a fine film\n" * 50_000)
+    path = tmp_path / "pool.txt.gz"
+    path.write_bytes(data[:len(data) // 2])
+    for read in (lambda: list(read_text_file(str(path), "txt")),
+                 lambda: list(read_txt_batches(str(path), 1000))):
+        with pytest.raises(DataError, match=re.escape(f"{path}: cannot read past line ")) as err:
+            read()
+        assert "the file is cut short or damaged" in str(err.value)
+        assert "\n" not in str(err.value)
