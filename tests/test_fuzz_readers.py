@@ -10,6 +10,9 @@ import csv
 import gzip
 import io
 import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hypothesis import HealthCheck, event, given, settings
@@ -39,6 +42,14 @@ def encode(rows: list[tuple[str, str]], fmt: str, header: list[str]) -> bytes:
     writer.writerow(header)
     writer.writerows(rows)
     return out.getvalue().encode("utf-8")
+
+
+@contextmanager
+def scratch() -> Iterator[Path]:
+    """A fresh directory for one generated case (hypothesis reruns a test many times, so
+    pytest's per-test tmp_path would be shared by all of them), removed after it."""
+    with tempfile.TemporaryDirectory(prefix="sdistill-fuzz-") as directory:
+        yield Path(directory)
 
 
 def write(path: Path, data: bytes, compression: str, cut: float | None) -> Path:
@@ -81,8 +92,12 @@ def test_labelled_files_give_their_rows_or_one_clear_error(rows, fmt, compressio
         data = data.replace(b"\n", b"\r\n")
     if bom:
         data = b"\xef\xbb\xbf" + data
-    tmp = Path(__import__("tempfile").mkdtemp(dir="/tmp/fz"))
-    path = write(tmp / f"train.{fmt}", data, compression, cut)
+    with scratch() as tmp:
+        check_labelled(rows, fmt, write(tmp / f"train.{fmt}", data, compression, cut), tmp,
+                       crlf, cut, wrong_column, ragged)
+
+
+def check_labelled(rows, fmt, path, tmp, crlf, cut, wrong_column, ragged):
     config = {"run": {"dir": str(tmp / "run")}, "data": {"train": {"path": str(path)},
                                                           "max_bad_fraction": 1.0}}
     try:
@@ -110,8 +125,6 @@ def test_labelled_files_give_their_rows_or_one_clear_error(rows, fmt, compressio
        junk=st.none() | st.binary(min_size=1, max_size=40))
 def test_text_files_give_their_lines_or_one_clear_error(lines, compression, bom, crlf, cut,
                                                         junk):
-    from sparse_distill.data import read_text_file
-
     texts = [t.replace("\n", " ").replace("\r", " ") for t in lines]
     data = "".join(t + "\n" for t in texts).encode("utf-8")
     if junk is not None:  # arbitrary bytes (invalid UTF-8, NULs) as a line of their own
@@ -120,8 +133,13 @@ def test_text_files_give_their_lines_or_one_clear_error(lines, compression, bom,
         data = data.replace(b"\n", b"\r\n")
     if bom:
         data = b"\xef\xbb\xbf" + data
-    tmp = Path(__import__("tempfile").mkdtemp(dir="/tmp/fz"))
-    path = write(tmp / "pool.txt", data, compression, cut)
+    with scratch() as tmp:
+        check_lines(texts, write(tmp / "pool.txt", data, compression, cut), bom, cut, junk)
+
+
+def check_lines(texts, path, bom, cut, junk):
+    from sparse_distill.data import read_text_file
+
     try:
         records = list(read_text_file(str(path), "txt"))
     except SDistillError as exc:
