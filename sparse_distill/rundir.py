@@ -329,6 +329,8 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             os.ftruncate(fd, 0)
             os.write(fd, f"pid {os.getpid()}: {' '.join(sys.argv) or 'python'}".encode())
             _held[key] = [fd, 1]
+            if os.environ.get("WORLD_SIZE", "1") == "1":
+                sweep_temporaries(key)
     try:
         yield
     finally:
@@ -339,6 +341,23 @@ def run_lock(run_dir: Path) -> Iterator[None]:
                 os.ftruncate(fd, 0)
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
+
+
+def sweep_temporaries(run_dir: Path) -> list[Path]:
+    """Remove the temporary files and directories (".NAME.*.tmp", ".NAME.*.old") a killed
+    process left under `run_dir`. Only its lock holder may: no other writer can own them. (Under
+    torchrun the other ranks write while rank 0 takes the lock, so a job of several processes
+    leaves this to the next command of one.)"""
+    stale = [p for p in run_dir.rglob(".*") if p.name.endswith((".tmp", ".old"))]
+    for path in sorted(stale, key=lambda p: len(p.parts)):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    if stale:
+        logger.info("removed %d temporary files a stopped run left in %s", len(stale), run_dir)
+    return stale
 
 
 def locked(stage: Callable[..., Any]) -> Callable[..., Any]:

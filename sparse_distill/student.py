@@ -32,7 +32,7 @@ from .card import write_card
 from .config import Config, DistillConfig, StudentConfig, as_config
 from .data import load_labeled
 from .embed_init import teacher_table
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .featurize import NO_BUCKETS, Bag, Featurizer, Unseen, Vocabulary, thread_pool
 from .model import SparseDAN, bag_tensors, save_weights, write_then_replace
 from .progress import Reporter
@@ -323,7 +323,23 @@ AUTO_EVALS_PER_PASS = 2
 # half-pass evaluation it took as long as the training between them. The best weights are
 # written at every improvement; after a resume from an earlier checkpoint they may be those of a
 # later improvement, which the resumed run, replaying the same steps, writes again.
+# SDISTILL_CHECKPOINT_SECONDS sets it (a machine that may be taken away at any moment wants a
+# shorter interval; the kill -9 tests use one to kill between checkpoints).
 CHECKPOINT_SECONDS = 300.0
+
+
+def checkpoint_seconds() -> float:
+    value = os.environ.get("SDISTILL_CHECKPOINT_SECONDS")
+    if value is None:
+        return CHECKPOINT_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ConfigError([f"SDISTILL_CHECKPOINT_SECONDS: expected seconds >= 0, got "
+                           f"{value!r}; unset it for the default ({CHECKPOINT_SECONDS:g})"])
+    return seconds
 
 
 def distill_schedule(d: DistillConfig, n_rows: int) -> tuple[int, int]:
@@ -355,7 +371,7 @@ def run_phase(trainer: PhaseTrainer, corpus: Corpus, targets: np.ndarray | None,
     # The loss is summed on the device and read back at evaluations only: reading it every
     # step would make the host wait for the GPU every step.
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    last_save = start
+    last_save, every = start, checkpoint_seconds()
     n_rows = len(corpus) if targets is not None else labelled_rows
     batches = _batches(n_rows, batch_size, seed, trainer.state["step"], total_steps)
     for step, (idx, inputs) in _ahead(batches, prepare, prefetch=cuda):
@@ -376,8 +392,7 @@ def run_phase(trainer: PhaseTrainer, corpus: Corpus, targets: np.ndarray | None,
             report.note(f"loss {record['loss']:.4f}, dev {dev_acc:.4f}, "
                         f"{record['samples_per_s']:,.0f} samples/s")
             stop = trainer.evaluate(dev_acc, patience)
-            if stop or step + 1 == total_steps or time.perf_counter() - last_save \
-                    >= CHECKPOINT_SECONDS:
+            if stop or step + 1 == total_steps or time.perf_counter() - last_save >= every:
                 trainer.save()
                 last_save = time.perf_counter()
             start, seen, steps = time.perf_counter(), 0, 0
@@ -392,6 +407,7 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
                   report: Reporter | None = None) -> StageResult:
     """Distil the DAN on the teacher's logits, then fine-tune on gold labels; RUN/student/."""
     cfg = as_config(cfg)
+    checkpoint_seconds()  # a bad SDISTILL_CHECKPOINT_SECONDS stops here, before any work
     s = cfg.student
     out = cfg.run_dir() / "student"
     inputs, fp, done = begin_stage(cfg, "student", force)

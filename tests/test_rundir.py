@@ -120,3 +120,41 @@ def test_weights_and_checkpoints_that_fail_to_write_leave_no_temporary_file(tmp_
     monkeypatch.undo()
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
+
+
+def test_the_next_writer_removes_what_a_killed_one_left(config_dict, monkeypatch):
+    """kill -9 leaves temporary names that no `finally` removed; the next holder of the lock,
+    the only writer there can be, removes them, and nothing else."""
+    cfg = config_from_dict(config_dict)
+    run_dir = cfg.run_dir()
+    (run_dir / "teacher.partial" / "targets").mkdir(parents=True)
+    litter = [run_dir / ".vocab.k2j4.tmp", run_dir / "teacher.partial/targets/.index.json.x1.tmp",
+              run_dir / ".student.a8.old"]
+    litter[0].mkdir()
+    (litter[0] / "vocab.json").write_text("{")
+    litter[1].write_text("{")
+    (litter[2] / "student").mkdir(parents=True)
+    kept = [run_dir / "teacher.partial/targets/shard-00000.npy", run_dir / "notes.tmp"]
+    for path in kept:
+        path.write_text("kept")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # a torchrun job's other ranks may be writing
+    with run_lock(run_dir):
+        assert all(path.exists() for path in litter)
+    monkeypatch.delenv("WORLD_SIZE")
+    build_vocab(cfg)
+    assert not any(path.exists() for path in litter)
+    assert all(path.read_text() == "kept" for path in kept)
+
+
+def test_the_checkpoint_interval_comes_from_the_environment(monkeypatch):
+    from sparse_distill.errors import ConfigError
+    from sparse_distill.student import CHECKPOINT_SECONDS, checkpoint_seconds
+
+    monkeypatch.delenv("SDISTILL_CHECKPOINT_SECONDS", raising=False)
+    assert checkpoint_seconds() == CHECKPOINT_SECONDS == 300.0
+    monkeypatch.setenv("SDISTILL_CHECKPOINT_SECONDS", "2.5")
+    assert checkpoint_seconds() == 2.5
+    for bad in ("soon", "-1", "nan"):
+        monkeypatch.setenv("SDISTILL_CHECKPOINT_SECONDS", bad)
+        with pytest.raises(ConfigError, match="SDISTILL_CHECKPOINT_SECONDS: expected seconds"):
+            checkpoint_seconds()
