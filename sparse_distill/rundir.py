@@ -103,8 +103,18 @@ def replace_dir(src: Path, final: Path) -> None:
     """Move a complete directory into place, replacing `final` if it exists."""
     if final.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-        os.replace(final, old / final.name)
-        os.replace(src, final)
+        try:
+            os.replace(final, old / final.name)
+            try:
+                os.replace(src, final)
+            except BaseException:
+                os.replace(old / final.name, final)  # the previous output goes back
+                raise
+        except BaseException:
+            if not final.exists():  # not even put back: keep it where it can be found
+                raise
+            shutil.rmtree(old)
+            raise
         shutil.rmtree(old)
     else:
         os.replace(src, final)

@@ -39,6 +39,7 @@ from .progress import Reporter
 from .rundir import (
     StageResult,
     atomic_write_json,
+    atomic_write_text,
     begin_stage,
     locked,
     make_manifest,
@@ -309,6 +310,25 @@ def _log(path: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def _log_until(path: Path, phase: str, step: int) -> None:
+    """Keep the log's records of `phase` up to the step it resumes from: the steps after it
+    are replayed and log again (a run stopped between a record and its checkpoint would
+    otherwise log them twice), and a line cut short by a kill is dropped."""
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8")
+    kept = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("phase") != phase or record.get("step", 0) <= step:
+            kept.append(line + "\n")
+    if "".join(kept) != text:
+        atomic_write_text(path, "".join(kept))
+
+
 # `student.distill.steps: auto`: passes over the teacher-labelled corpus. The shipped configs'
 # students peaked on dev after 4-6 passes (rt, trec) and were still gaining slowly at 4.7 (20ng,
 # 20 classes), so 10 passes with early stopping covers them without the paper's 100,000 steps.
@@ -361,6 +381,7 @@ def run_phase(trainer: PhaseTrainer, corpus: Corpus, targets: np.ndarray | None,
     `eval_every` steps. `targets` None: cross-entropy on gold labels only (fine-tuning)."""
     model, s, device = trainer.model, trainer.s, trainer.device
     resumed = trainer.resume()
+    _log_until(log, trainer.phase, trainer.state["step"])
     if trainer.state["stopped"]:
         return {"resumed": resumed, **trainer.state}
     model.train()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -193,3 +195,36 @@ def train_student_interrupted(cfg: Any, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(student_mod.PhaseTrainer, "save", real_save)
     student_mod.train_student(cfg)
 
+
+# Values that measure time or the machine, not the result.
+VOLATILE = re.compile(
+    r"(_s|_per_s|seconds|^created|^date|^when|^speed.*|^timings|^resumed|^rss.*)$")
+
+
+def comparable(path: Path) -> Any:
+    """A file's content with time and machine measurements taken out."""
+    if path.suffix == ".json" or path.suffix == ".jsonl":
+        text = path.read_text(encoding="utf-8")
+        rows = ([json.loads(line) for line in text.splitlines() if line.strip()]
+                if path.suffix == ".jsonl" else [json.loads(text)])
+        return [_drop_volatile(r) for r in rows]
+    if path.suffix == ".md":
+        # Reports and cards: every figure on a line about time or speed is masked.
+        lines = [re.sub(r"\d{4}-\d\d-\d\dT[\d:.+-]+", "#", line)  # when it was made
+                 for line in path.read_text(encoding="utf-8").splitlines()]
+        timed = re.compile(r"(/s|seconds|\d s\b|\bms\b|speed|RSS|UTC|load|Date|idle|other proc)",
+                           re.I)
+        ratio = re.compile(r"\d[\d,.]*x\b")  # speedups
+        return [re.sub(r"\d[\d,.]*", "#", line)
+                if timed.search(line) or ratio.search(line) else line for line in lines]
+    if path.suffix == ".png":
+        return "figure"  # drawn from the timings
+    return path.read_bytes()
+
+
+def _drop_volatile(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_volatile(v) for k, v in value.items() if not VOLATILE.search(k)}
+    if isinstance(value, list):
+        return [_drop_volatile(v) for v in value]
+    return value
