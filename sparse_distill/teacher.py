@@ -379,9 +379,13 @@ def finetune(cfg: Config, data: LabeledData, work: Path, rt: Runtime,
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
     evals = [log for log in trainer.state.log_history if "eval_accuracy" in log]
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     info = {"resumed_from": Path(resume).name if resume else None,
             "epochs": t.epochs, "steps": trainer.state.global_step,
-            "train_loss": result.training_loss, "seconds": seconds,
+            # The mean of the logged 10-step means: a resumed run restores the log with the
+            # checkpoint, whereas result.training_loss averages only the steps it ran itself.
+            "train_loss": float(np.mean(losses)) if losses else result.training_loss,
+            "seconds": seconds,
             "samples_per_s": result.metrics.get("train_samples_per_second"),
             "dev_by_epoch": [{"epoch": log["epoch"], "accuracy": log["eval_accuracy"],
                               "macro_f1": log["eval_macro_f1"]} for log in evals],

@@ -198,7 +198,7 @@ def train_student_interrupted(cfg: Any, monkeypatch: pytest.MonkeyPatch,
 
 # Values that measure time or the machine, not the result.
 VOLATILE = re.compile(
-    r"(_s|_per_s|seconds|^created|^date|^when|^speed.*|^timings|^resumed|^rss.*)$")
+    r"(_s|_per_s|seconds|^created|^date|^when|^speed.*|^timings|^resumed.*|^rss.*)$")
 
 
 def comparable(path: Path) -> Any:
@@ -228,3 +228,14 @@ def _drop_volatile(value: Any) -> Any:
     if isinstance(value, list):
         return [_drop_volatile(v) for v in value]
     return value
+
+
+def differences(old: Any, new: Any, where: str = "") -> list[str]:
+    """Where two comparable() values differ, down to the leaves."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted({*old, *new}, key=str)
+                for d in differences(old.get(k), new.get(k), f"{where}.{k}")]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [d for i, (a, b) in enumerate(zip(old, new, strict=True))
+                for d in differences(a, b, f"{where}[{i}]")]
+    return [] if old == new else [f"{where}: {old!r:.200} -> {new!r:.200}"]

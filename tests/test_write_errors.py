@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import base_config, comparable, student_section, teacher_config
+from conftest import base_config, comparable, differences, student_section, teacher_config
 from typer.testing import CliRunner
 
 from sparse_distill.cli import app
@@ -86,12 +86,6 @@ class Renames:
         return move
 
 
-def _difference(old: Any, new: Any) -> str:
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return ", ".join(f"{a!r} -> {b!r}" for a, b in zip(old, new, strict=True) if a != b)
-    return f"{old!r:.300} -> {new!r:.300}"
-
-
 def _points(n: int) -> list[int]:
     if n <= MAX_POINTS:
         return list(range(1, n + 1))
@@ -141,7 +135,7 @@ def test_a_write_that_fails_anywhere_leaves_every_output_as_it_was(command, done
         broken = sorted(k for k in {*before, *after} if not _resumable(k)
                         and after.get(k) not in (before.get(k), success.get(k)))
         assert not broken, f"{said}: changed or removed {broken}: " + "; ".join(
-            _difference(before.get(k), after.get(k)) for k in broken)
+            d for k in broken for d in differences(before.get(k), after.get(k), k)[:5])
         litter = [k for k in after if k.endswith((".tmp", ".old")) or ".old/" in k]
         assert not litter, f"{said}: temporary files left {litter}"
     restore()
