@@ -217,7 +217,8 @@ def teach(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
                       f"{m['counts']['shards']} shards (train {m['counts']['train']:,} + "
                       f"unlabelled {m['counts']['pool']['kept']:,}){rate}")
         if lab["resumed_shards"]:
-            table.add_row("resumed", f"{lab['resumed_shards']} shards were already done")
+            table.add_row("resumed", f"{lab['resumed_shards']} shards "
+                          f"({lab['resumed_texts']:,} texts) were already done")
         table.add_row("device", f"{m['device']}, {m['precision']}, {m['processes']} process(es), "
                       f"{m['threads']} threads")
         table.add_row("wall time", f"{m['timings']['total_s']:.1f} s")

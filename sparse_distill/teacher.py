@@ -441,8 +441,11 @@ def label_shards(model: Any, tokenizer: Any, texts: list[str], targets: Path, t:
         _save_npy(shard_path(targets, i), np.ascontiguousarray(logits[:, columns]))
         labelled += len(chunk)
     seconds = time.perf_counter() - start
-    return {"shards": n_shards, "resumed_shards": len(mine) - len(todo), "texts": labelled,
-            "seconds": seconds, "texts_per_s": labelled / seconds if labelled else None}
+    # The texts of the run, and apart from them what an earlier, stopped run had labelled: the
+    # rate is this process's own.
+    return {"shards": n_shards, "texts": len(texts), "resumed_shards": len(mine) - len(todo),
+            "resumed_texts": sum(rows(i) for i in mine if i not in todo), "seconds": seconds,
+            "texts_per_s": labelled / seconds if labelled else None}
 
 
 def read_targets(targets_dir: str | Path) -> tuple[np.ndarray, list[dict[str, Any]]]:

@@ -96,6 +96,8 @@ def test_resume_after_a_crash_writes_identical_targets(config_dict, tiny_classif
     monkeypatch.setattr(teacher_mod, "_save_npy", real_save)
     resumed = teach(crashed)
     assert resumed.manifest["labelling"]["resumed_shards"] == 2
+    assert resumed.manifest["labelling"]["resumed_texts"] == 20
+    assert resumed.manifest["labelling"]["texts"] == 45  # the run's, not only this process's
     assert shard_bytes(tmp_path / "b") == shard_bytes(tmp_path / "a")
     assert len(shard_bytes(tmp_path / "a")) == 5
 
