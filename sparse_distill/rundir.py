@@ -273,6 +273,8 @@ def begin_stage(cfg: Config, stage: str, force: bool
     fp = fingerprint(cfg, stage, inputs)
     out = cfg.run_dir() / stage
     if check_output(cfg, stage, fp, force):
+        # The work of a run stopped after its output was in place but before it was removed.
+        shutil.rmtree(cfg.run_dir() / f"{stage}.partial", ignore_errors=True)
         write_resolved_config(cfg)
         return inputs, fp, StageResult(stage, out, True, read_manifest(out) or {})
     return inputs, fp, None

@@ -158,3 +158,14 @@ def test_the_checkpoint_interval_comes_from_the_environment(monkeypatch):
         monkeypatch.setenv("SDISTILL_CHECKPOINT_SECONDS", bad)
         with pytest.raises(ConfigError, match="SDISTILL_CHECKPOINT_SECONDS: expected seconds"):
             checkpoint_seconds()
+
+
+def test_an_up_to_date_stage_removes_the_work_a_stopped_run_left_behind(config_dict):
+    """Killed after its output was renamed into place but before its work directory was
+    removed: the next run finds the output up to date and removes the work."""
+    cfg = config_from_dict(config_dict)
+    build_vocab(cfg)
+    work = cfg.run_dir() / "vocab.partial"
+    (work / "final").mkdir(parents=True)
+    assert build_vocab(cfg).skipped
+    assert not work.exists()
