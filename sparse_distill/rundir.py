@@ -110,12 +110,9 @@ def replace_dir(src: Path, final: Path) -> None:
             except BaseException:
                 os.replace(old / final.name, final)  # the previous output goes back
                 raise
-        except BaseException:
-            if not final.exists():  # not even put back: keep it where it can be found
-                raise
-            shutil.rmtree(old)
-            raise
-        shutil.rmtree(old)
+        finally:
+            if final.exists():  # else `old` holds the only copy: left where it can be found
+                shutil.rmtree(old)
     else:
         os.replace(src, final)
 
