@@ -7,7 +7,8 @@ copied on another thread while the current step runs). Its corpus is synthetic, 
 on a bare machine: `--texts` texts of `--ngrams` ids drawn from a Zipf law over |V| (the shape
 of real n-gram counts), with random soft targets. For each d it times `--steps` steps of the
 loop after `--warmup`, then the same number of steps on batches already on the device (the
-steps' own time). host-wait share = 1 - own / loop.
+steps' own time). host-wait share = 1 - own / loop. On CUDA it also prints the peak GPU memory
+allocated (model, Adam state, batches) for each d.
 
 Run:
     python scripts/bench_train_loop.py --device cuda --dims 256 1000
@@ -27,6 +28,7 @@ from benchutil import code_version
 from sparse_distill.config import StudentConfig
 from sparse_distill.model import SparseDAN
 from sparse_distill.student import (
+    CUDA_PREFETCH,
     Corpus,
     PhaseTrainer,
     _ahead,
@@ -50,8 +52,11 @@ def sync(device: torch.device) -> None:
 
 
 def one_size(dim: int, corpus: Corpus, targets: np.ndarray, device: torch.device,
-             vocab_size: int, batch_size: int, steps: int, warmup: int) -> dict[str, float]:
+             vocab_size: int, batch_size: int, steps: int, warmup: int, prefetch: int
+             ) -> dict[str, float]:
     torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     model = SparseDAN(vocab_size, targets.shape[1], dim, [dim], dropout=0.1,
                       dense_bf16=device.type == "cuda").to(device)
     s = StudentConfig(embedding_dim=dim, hidden_dims=[dim])
@@ -66,7 +71,7 @@ def one_size(dim: int, corpus: Corpus, targets: np.ndarray, device: torch.device
             sync(device)
             t0 = time.perf_counter()
             batches = _batches(len(corpus), batch_size, 0, first, last)
-            for _, (_, inputs) in _ahead(batches, prepare, prefetch=device.type == "cuda"):
+            for _, (_, inputs) in _ahead(batches, prepare, prefetch):
                 loss = step_loss(model, inputs, True, 1.0, 0.0)
                 trainer.step(loss)
                 loss_sum.add_(loss.detach())
@@ -84,7 +89,8 @@ def one_size(dim: int, corpus: Corpus, targets: np.ndarray, device: torch.device
             trainer.step(step_loss(model, inputs, True, 1.0, 0.0))
         sync(device)
         own_s = time.perf_counter() - t0
-    return {"dim": dim, "samples_per_s": steps * batch_size / loop_s,
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+    return {"dim": dim, "samples_per_s": steps * batch_size / loop_s, "peak_gib": peak / 2**30,
             "own_samples_per_s": steps * batch_size / own_s,
             "host_wait_share": max(0.0, 1 - own_s / loop_s), "loss": float(loss_sum)}
 
@@ -99,22 +105,28 @@ def main() -> None:
     parser.add_argument("--ngrams", type=int, default=40)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--prefetch", type=int, default=None,
+                        help="batches prepared ahead (default: the library's, 0 on CPU)")
     args = parser.parse_args()
     device = torch.device(args.device)
+    prefetch = args.prefetch if args.prefetch is not None else \
+        CUDA_PREFETCH if device.type == "cuda" else 0
     reuse_freed_memory()  # as train-student does
     corpus = synthetic_corpus(args.texts, args.ngrams, args.vocab_size)
     targets = np.random.default_rng(1).standard_normal((args.texts, 2)).astype(np.float32)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"cpu, {torch.get_num_threads()} threads"
     print(f"{name}; |V| {args.vocab_size:,}, batch {args.batch_size}, {args.ngrams} ids a text "
-          f"(Zipf), {args.steps} steps after {args.warmup}; sparse_distill at {code_version()}")
-    print("| d | loop samples/s | steps alone samples/s | host-wait share |")
-    print("|---:|---:|---:|---:|")
+          f"(Zipf), {args.steps} steps after {args.warmup}, {prefetch} batches prepared ahead; "
+          f"sparse_distill at {code_version()}")
+    print("| d | loop samples/s | steps alone samples/s | host-wait share | peak GPU memory |")
+    print("|---:|---:|---:|---:|---:|")
     for dim in args.dims:
         r = one_size(dim, corpus, targets, device, args.vocab_size, args.batch_size,
-                     args.steps, args.warmup)
+                     args.steps, args.warmup, prefetch)
+        peak = f"{r['peak_gib']:.2f} GiB" if device.type == "cuda" else "-"
         print(f"| {dim} | {r['samples_per_s']:,.0f} | {r['own_samples_per_s']:,.0f} | "
-              f"{r['host_wait_share']:.1%} |", flush=True)
+              f"{r['host_wait_share']:.1%} | {peak} |", flush=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()
 

@@ -12,13 +12,16 @@ files memory-mapped once per vocabulary and text list; a batch is a vectorised g
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import itertools
 import json
 import math
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,26 +228,31 @@ def _batches(n_rows: int, batch_size: int, seed: int, start_step: int, total_ste
 
 
 Batch = tuple[np.ndarray, tuple[torch.Tensor, ...]]
+# Batches prepared ahead on CUDA, each on its own thread: one thread kept up with the GPU on
+# average, but its time varies with the GIL held by the step's kernel launches, and the GPU waited
+# whenever one batch came late (scripts/bench_train_loop.py, README's GPU figures).
+CUDA_PREFETCH = 3
 
 
 def _ahead(batches: Iterator[tuple[int, np.ndarray]], prepare: Callable[[np.ndarray], Batch],
-           prefetch: bool) -> Iterator[tuple[int, Batch]]:
-    """(step, prepare(rows)) for each batch; with `prefetch`, the next batch is prepared on
-    another thread while the caller trains on this one (on CUDA: gathered, pinned and copied
-    while the GPU runs the step). The batches are the same either way."""
-    if not prefetch:
+           prefetch: int) -> Iterator[tuple[int, Batch]]:
+    """(step, prepare(rows)) for each batch, in order; with `prefetch` > 0, that many batches
+    ahead are prepared on as many threads while the caller trains on this one (on CUDA:
+    gathered, pinned and copied while the GPU runs the step). The batches are the same either
+    way."""
+    if prefetch <= 0:
         for step, idx in batches:
             yield step, prepare(idx)
         return
-    pool = thread_pool(1, "prefetch")
-    upcoming = next(batches, None)
-    pending = pool.submit(prepare, upcoming[1]) if upcoming else None
-    while upcoming is not None and pending is not None:
-        step = upcoming[0]
+    pool = thread_pool(prefetch, "prefetch")
+    pending: collections.deque[tuple[int, Future[Batch]]] = collections.deque(
+        (step, pool.submit(prepare, idx)) for step, idx in itertools.islice(batches, prefetch))
+    while pending:
+        step, ready = pending.popleft()
         upcoming = next(batches, None)
-        ready = pending.result()
-        pending = pool.submit(prepare, upcoming[1]) if upcoming else None
-        yield step, ready
+        if upcoming is not None:
+            pending.append((upcoming[0], pool.submit(prepare, upcoming[1])))
+        yield step, ready.result()
 
 
 def batch_maker(corpus: Corpus, targets: np.ndarray | None, gold: np.ndarray,
@@ -395,7 +403,7 @@ def run_phase(trainer: PhaseTrainer, corpus: Corpus, targets: np.ndarray | None,
     last_save, every = start, checkpoint_seconds()
     n_rows = len(corpus) if targets is not None else labelled_rows
     batches = _batches(n_rows, batch_size, seed, trainer.state["step"], total_steps)
-    for step, (idx, inputs) in _ahead(batches, prepare, prefetch=cuda):
+    for step, (idx, inputs) in _ahead(batches, prepare, CUDA_PREFETCH if cuda else 0):
         loss = step_loss(model, inputs, targets is not None, temperature, alpha)
         trainer.step(loss)
         seen += len(idx)

@@ -15,7 +15,7 @@ from sparse_distill.config import config_from_dict
 from sparse_distill.evaluation import evaluate
 from sparse_distill.model import Student
 from sparse_distill.student import train_student
-from sparse_distill.teacher import load_classifier, teach
+from sparse_distill.teacher import load_classifier, read_targets, teach
 from sparse_distill.vocab import build_vocab
 
 pytestmark = pytest.mark.gpu
@@ -41,8 +41,11 @@ def test_a_student_on_cuda_gives_the_cpu_students_labels(trained_student):
     cpu = Student.load(trained_student)
     gpu = Student.load(trained_student, device="cuda")
     assert gpu.model.embedding.weight.is_cuda and gpu.device.type == "cuda"
-    assert gpu.predict(TEXTS) == cpu.predict(TEXTS)
-    assert np.allclose(gpu.logits(TEXTS), cpu.logits(TEXTS), atol=1e-4)
+    same = np.mean([a == b for a, b in zip(gpu.predict(TEXTS), cpu.predict(TEXTS), strict=True)])
+    gap = np.abs(gpu.logits(TEXTS) - cpu.logits(TEXTS)).max()
+    print(f"\nCUDA vs CPU student: labels agree on {same:.1%} of {len(TEXTS)} texts, "
+          f"largest logit difference {gap:.2e}")
+    assert same == 1.0 and gap <= 1e-4
 
 
 def test_the_whole_pipeline_on_cuda_and_eval_times_each_device_apart(config_dict,
@@ -57,6 +60,21 @@ def test_the_whole_pipeline_on_cuda_and_eval_times_each_device_apart(config_dict
     assert metrics["speed_cpu"]["device"] == "cpu"
     report = (cfg.run_dir() / "eval" / "report.md").read_text()
     assert "## Speed on cuda" in report and "## Speed on cpu" in report
+
+
+def test_the_tiny_teacher_fine_tunes_and_labels_on_cuda_in_bf16(config_dict, tiny_roberta,
+                                                                tmp_path):
+    data = teacher_config(dict(config_dict, run={"dir": str(tmp_path / "run"), "seed": 13,
+                                                 "device": "cuda"}),
+                          tiny_roberta, finetune=True, train_precision="bf16",
+                          precision="bf16")
+    cfg = config_from_dict(data)
+    build_vocab(cfg)
+    manifest = teach(cfg).manifest
+    assert manifest["device"].startswith("cuda") and manifest["precision"] == "bf16"
+    assert manifest["finetune"]["epochs"] == 2 and manifest["finetune"]["train_loss"] > 0
+    logits, _ = read_targets(cfg.run_dir() / "teacher" / "targets")
+    assert logits.dtype == np.float32 and np.isfinite(logits).all() and logits.std() > 0
 
 
 def test_a_resumed_cuda_run_matches_an_uninterrupted_one(config_dict, tiny_classifier,

@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -337,11 +338,17 @@ def test_batches_draw_each_epochs_permutation_once_and_prefetch_changes_nothing(
     assert [s for s, _ in got] == [s for s, _ in expected]
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, expected, strict=True))
 
+    delays = iter(np.random.default_rng(0).uniform(0, 0.01, 100))
+
     def prepare(idx):
+        # Batches prepared on several threads finish out of order; they must come back in order.
+        time.sleep(next(delays))
         return idx, (torch.from_numpy(idx * 2),)
 
-    plain = list(_ahead(_batches(10, 3, 7, 0, 9), prepare, prefetch=False))
-    ahead = list(_ahead(_batches(10, 3, 7, 0, 9), prepare, prefetch=True))
-    assert [s for s, _ in plain] == [s for s, _ in ahead] == list(range(9))
-    assert all(torch.equal(a[1][0], b[1][0]) for (_, a), (_, b) in zip(plain, ahead, strict=True))
-    assert list(_ahead(_batches(10, 3, 7, 9, 9), prepare, prefetch=True)) == []
+    plain = list(_ahead(_batches(10, 3, 7, 0, 9), prepare, prefetch=0))
+    for prefetch in (1, 5):
+        ahead = list(_ahead(_batches(10, 3, 7, 0, 9), prepare, prefetch))
+        assert [s for s, _ in plain] == [s for s, _ in ahead] == list(range(9))
+        assert all(torch.equal(a[1][0], b[1][0])
+                   for (_, a), (_, b) in zip(plain, ahead, strict=True))
+    assert list(_ahead(_batches(10, 3, 7, 9, 9), prepare, prefetch=3)) == []
