@@ -31,6 +31,8 @@ VOCAB_FILE = "vocab.json"
 COMPILED_PATTERNS = frozenset({r"(?u)\b\w\w+\b", r"\b\w\w+\b"})
 # Texts a thread takes at a time: below this, handing work to a thread costs more than it saves.
 MIN_TEXTS_PER_THREAD = 256
+# The same, counted in characters, for long texts: 256 snippets of ~120 characters.
+MIN_CHARS_PER_THREAD = 256 * 120
 
 
 @dataclass
@@ -236,7 +238,10 @@ class Featurizer:
         if not isinstance(texts, list):
             texts = list(texts)
         # A few chunks a thread, so that one of long texts does not leave the others waiting.
-        n_chunks = min(4 * self.threads, len(texts) // MIN_TEXTS_PER_THREAD)
+        # A chunk is worth a thread when it holds MIN_TEXTS_PER_THREAD texts or as many
+        # characters: 1,024 documents of 200 words made 4 chunks by count, and 38 by length.
+        n_chunks = min(4 * self.threads, max(len(texts) // MIN_TEXTS_PER_THREAD,
+                                             _chars(texts) // MIN_CHARS_PER_THREAD))
         if n_chunks <= 1 or self.threads == 1:
             return _as_bag([self._index.featurize(texts, mean)])
         bounds = np.linspace(0, len(texts), n_chunks + 1).astype(int)
@@ -247,6 +252,15 @@ class Featurizer:
     def nbytes(self) -> int:
         """Memory held by the compiled index (0 on the regex path)."""
         return self._index.nbytes if self._index is not None else 0
+
+
+def _chars(texts: list[str]) -> int:
+    """Characters in `texts`; 0 when one is not a str, which the featuriser then reports by
+    its position."""
+    try:
+        return sum(map(len, texts))
+    except TypeError:
+        return 0
 
 
 def _as_bag(parts: list[tuple[bytearray, bytearray, bytearray]]) -> Bag:
