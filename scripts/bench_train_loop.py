@@ -5,10 +5,11 @@ The loop is the library's own (`_batches`, `batch_maker`, `_ahead`, `step_loss`,
 `PhaseTrainer.step`, as `run_phase` runs them: on CUDA the next batch is gathered, pinned and
 copied on another thread while the current step runs). Its corpus is synthetic, so that it runs
 on a bare machine: `--texts` texts of `--ngrams` ids drawn from a Zipf law over |V| (the shape
-of real n-gram counts), with random soft targets. For each d it times `--steps` steps of the
-loop after `--warmup`, then the same number of steps on batches already on the device (the
-steps' own time). host-wait share = 1 - own / loop. On CUDA it also prints the peak GPU memory
-allocated (model, Adam state, batches) for each d.
+of real n-gram counts), with random soft targets; `--gather host|device` picks where batches
+are gathered (`student.ResidentCorpus`; default: the library's choice). For each d it times
+`--steps` steps of the loop after `--warmup`, then the same number of steps on batches already
+on the device (the steps' own time). host-wait share = 1 - own / loop. On CUDA it also prints
+the peak GPU memory allocated (model, Adam state, batches) for each d.
 
 Run:
     python scripts/bench_train_loop.py --device cuda --dims 256 1000
@@ -52,8 +53,8 @@ def sync(device: torch.device) -> None:
 
 
 def one_size(dim: int, corpus: Corpus, targets: np.ndarray, device: torch.device,
-             vocab_size: int, batch_size: int, steps: int, warmup: int, prefetch: int
-             ) -> dict[str, float]:
+             vocab_size: int, batch_size: int, steps: int, warmup: int, prefetch: int,
+             resident: bool | None) -> dict[str, float]:
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -64,7 +65,7 @@ def one_size(dim: int, corpus: Corpus, targets: np.ndarray, device: torch.device
         trainer = PhaseTrainer(model, s, 5e-4, warmup + steps, 0, "constant", device,
                                Path(work), "distill")
         gold = np.full(len(corpus), -1, np.int64)
-        prepare = batch_maker(corpus, targets, gold, 0, 0.0, "mean", device)
+        prepare = batch_maker(corpus, targets, gold, 0, 0.0, "mean", device, resident)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
 
         def loop(first: int, last: int) -> float:
@@ -105,6 +106,8 @@ def main() -> None:
     parser.add_argument("--ngrams", type=int, default=40)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--gather", choices=["auto", "host", "device"], default="auto",
+                        help="where batches are gathered (auto: the library's choice)")
     parser.add_argument("--prefetch", type=int, default=None,
                         help="batches prepared ahead (default: the library's, 0 on CPU)")
     args = parser.parse_args()
@@ -117,13 +120,15 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"cpu, {torch.get_num_threads()} threads"
     print(f"{name}; |V| {args.vocab_size:,}, batch {args.batch_size}, {args.ngrams} ids a text "
-          f"(Zipf), {args.steps} steps after {args.warmup}, {prefetch} batches prepared ahead; "
+          f"(Zipf), {args.steps} steps after {args.warmup}, {prefetch} batches prepared ahead, "
+          f"gathered on: {args.gather}; "
           f"sparse_distill at {code_version()}")
     print("| d | loop samples/s | steps alone samples/s | host-wait share | peak GPU memory |")
     print("|---:|---:|---:|---:|---:|")
     for dim in args.dims:
         r = one_size(dim, corpus, targets, device, args.vocab_size, args.batch_size,
-                     args.steps, args.warmup, prefetch)
+                     args.steps, args.warmup, prefetch,
+                     {"auto": None, "host": False, "device": True}[args.gather])
         peak = f"{r['peak_gib']:.2f} GiB" if device.type == "cuda" else "-"
         print(f"| {dim} | {r['samples_per_s']:,.0f} | {r['own_samples_per_s']:,.0f} | "
               f"{r['host_wait_share']:.1%} | {peak} |", flush=True)

@@ -255,16 +255,81 @@ def _ahead(batches: Iterator[tuple[int, np.ndarray]], prepare: Callable[[np.ndar
         yield step, ready.result()
 
 
+class ResidentCorpus:
+    """The first `n_rows` rows' ids and pooling weights on the device, so that a batch is
+    gathered there: the host then handles (batch,)-sized arrays a step, not (nnz,)-sized ones.
+
+    On CUDA the host's gathering (one thread a batch, sharing the GIL with the step's kernel
+    launches) held the GPU waiting 15-27% of a step at d = 1000 (benchmarks/RESULTS.md, GPU).
+    The weights are those `bag_tensors` makes, row by row the same arithmetic, so the batches
+    are the host path's exactly.
+    """
+
+    CHUNK_ROWS = 100_000  # rows moved at a time: bounded host memory on a corpus of any size
+
+    def __init__(self, corpus: Corpus, n_rows: int, pooling: str, device: torch.device):
+        self.offsets = corpus.offsets
+        self.device = device
+        nnz = int(corpus.offsets[n_rows])
+        self.ids = torch.empty(nnz, dtype=torch.int32, device=device)  # (nnz,)
+        self.weights = torch.empty(nnz, dtype=torch.float32, device=device)  # (nnz,)
+        for a in range(0, n_rows, self.CHUNK_ROWS):
+            b = min(n_rows, a + self.CHUNK_ROWS)
+            lo, hi = int(corpus.offsets[a]), int(corpus.offsets[b])
+            # Copies (np.array): a read-only memory map's slice would make torch warn.
+            bag = Bag(np.array(corpus.ids[lo:hi]), corpus.offsets[a:b + 1] - lo,
+                      np.array(corpus.weights[lo:hi]))
+            weights = bag.mean_weights() if pooling == "mean" else bag.weights
+            self.ids[lo:hi].copy_(torch.from_numpy(bag.ids))
+            self.weights[lo:hi].copy_(torch.from_numpy(np.ascontiguousarray(weights,
+                                                                            np.float32)))
+
+    @staticmethod
+    def fits(corpus: Corpus, n_rows: int, device: torch.device) -> bool:
+        """Whether the rows take at most a quarter of the device's free memory (the rest is
+        the table's, SparseAdam's and the batches')."""
+        if device.type != "cuda":
+            return False
+        free, _ = torch.cuda.mem_get_info(device)
+        return 8 * int(corpus.offsets[n_rows]) <= free // 4
+
+    def rows(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`bag_tensors` of rows `idx`, on the device, without waiting for it."""
+        starts = self.offsets[idx]  # (batch,)
+        lengths = self.offsets[idx + 1] - starts  # (batch,)
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)  # (batch + 1,)
+        np.cumsum(lengths, out=offsets[1:])
+        shift, lengths_d, offsets_d = (to_device(torch.from_numpy(a), self.device)
+                                       for a in (starts - offsets[:-1], lengths, offsets))
+        total = int(offsets[-1])
+        # Position of every element in the flat arrays: its row's start plus its rank in the row.
+        flat = torch.arange(total, device=self.device) + torch.repeat_interleave(
+            shift, lengths_d, output_size=total)  # (nnz,)
+        return self.ids[flat].long(), offsets_d, self.weights[flat]
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """On CUDA, pinned first, so that the copy runs asynchronously, beside a step."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def batch_maker(corpus: Corpus, targets: np.ndarray | None, gold: np.ndarray,
-                labelled_rows: int, alpha: float, pooling: str, device: torch.device
-                ) -> Callable[[np.ndarray], Batch]:
+                labelled_rows: int, alpha: float, pooling: str, device: torch.device,
+                resident: bool | None = None) -> Callable[[np.ndarray], Batch]:
     """rows -> (rows, the step's inputs on `device`): bag tensors, then the teacher's logits
     (KD) or the gold labels (fine-tuning), then, for KD with alpha > 0, the positions of the
-    gold-labelled rows and their labels."""
+    gold-labelled rows and their labels. `resident`: gather the bags on the device from a
+    `ResidentCorpus` (None: on CUDA when the rows fit)."""
+    n_rows = len(corpus) if targets is not None else labelled_rows
+    if resident is None:
+        resident = ResidentCorpus.fits(corpus, n_rows, device)
+    on_device = ResidentCorpus(corpus, n_rows, pooling, device) if resident else None
     cpu = torch.device("cpu")
 
     def prepare(idx: np.ndarray) -> Batch:
-        host = [*bag_tensors(corpus.rows(idx), pooling, cpu)]
+        host = [] if on_device else [*bag_tensors(corpus.rows(idx), pooling, cpu)]
         if targets is not None:
             host.append(torch.from_numpy(targets[idx]))  # (batch, classes)
             has_gold = np.flatnonzero(idx < labelled_rows)
@@ -272,9 +337,8 @@ def batch_maker(corpus: Corpus, targets: np.ndarray | None, gold: np.ndarray,
                 host += [torch.from_numpy(has_gold), torch.from_numpy(gold[idx[has_gold]])]
         else:
             host.append(torch.from_numpy(gold[idx]))  # (batch,)
-        if device.type == "cuda":  # pinned: the copy runs asynchronously, beside a step
-            return idx, tuple(t.pin_memory().to(device, non_blocking=True) for t in host)
-        return idx, tuple(host)
+        bags = on_device.rows(idx) if on_device else ()
+        return idx, (*bags, *(to_device(t, device) for t in host))
 
     return prepare
 

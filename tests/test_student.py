@@ -328,6 +328,28 @@ def test_defaults_stop_early_when_dev_stops_improving(config_dict, tiny_classifi
     assert saves == [kd["steps"]]  # a checkpoint at the stop; the evaluations before, seconds apart
 
 
+@pytest.mark.parametrize("pooling", ["mean", "sum"])
+def test_batches_gathered_on_the_device_equal_the_hosts(pooling, monkeypatch):
+    from sparse_distill.student import ResidentCorpus, batch_maker
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 9, 50)  # empty rows too
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    corpus = Corpus(rng.integers(0, 1000, offsets[-1]).astype(np.int32), offsets,
+                    rng.integers(1, 4, offsets[-1]).astype(np.float32))
+    targets = rng.standard_normal((50, 3)).astype(np.float32)
+    gold = rng.integers(0, 3, 50)
+    monkeypatch.setattr(ResidentCorpus, "CHUNK_ROWS", 7)  # rows moved in several chunks
+    cpu = torch.device("cpu")
+    for kd in (targets, None):  # distillation, then fine-tuning on the 20 labelled rows
+        host = batch_maker(corpus, kd, gold, 20, 0.5, pooling, cpu, resident=False)
+        device = batch_maker(corpus, kd, gold, 20, 0.5, pooling, cpu, resident=True)
+        for idx in (rng.permutation(50 if kd is not None else 20)[:16], np.array([3])):
+            a, b = host(idx)[1], device(idx)[1]
+            assert len(a) == len(b) == (6 if kd is not None else 4)
+            assert all(x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
 def test_batches_draw_each_epochs_permutation_once_and_prefetch_changes_nothing():
     from sparse_distill.student import _ahead, _batches
 
