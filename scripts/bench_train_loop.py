@@ -2,14 +2,15 @@
 waits on the host.
 
 The loop is the library's own (`_batches`, `batch_maker`, `_ahead`, `step_loss`,
-`PhaseTrainer.step`, as `run_phase` runs them: on CUDA the next batch is gathered, pinned and
-copied on another thread while the current step runs). Its corpus is synthetic, so that it runs
-on a bare machine: `--texts` texts of `--ngrams` ids drawn from a Zipf law over |V| (the shape
-of real n-gram counts), with random soft targets; `--gather host|device` picks where batches
-are gathered (`student.ResidentCorpus`; default: the library's choice). For each d it times
-`--steps` steps of the loop after `--warmup`, then the same number of steps on batches already
-on the device (the steps' own time). host-wait share = 1 - own / loop. On CUDA it also prints
-the peak GPU memory allocated (model, Adam state, batches) for each d.
+`PhaseTrainer.step`, as `run_phase` runs them: on CUDA the next batches are prepared on other
+threads while the current step runs, gathered on the GPU when the corpus fits there). Its corpus
+is synthetic, so that it runs on a bare machine: `--texts` texts of `--ngrams` ids drawn from a
+Zipf law over |V| (the shape of real n-gram counts), with random soft targets; `--gather
+host|device` picks where batches are gathered (`student.ResidentCorpus`; default: the library's
+choice). For each d it times `--steps` steps of the loop after `--warmup`, then the same number
+of steps on batches already on the device (the steps' own time). host-wait share = 1 - own /
+loop. On CUDA it also prints the peak GPU memory allocated (model, Adam state, batches) for each
+d.
 
 Run:
     python scripts/bench_train_loop.py --device cuda --dims 256 1000

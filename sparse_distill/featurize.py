@@ -239,7 +239,7 @@ class Featurizer:
             texts = list(texts)
         # A few chunks a thread, so that one of long texts does not leave the others waiting.
         # A chunk is worth a thread when it holds MIN_TEXTS_PER_THREAD texts or as many
-        # characters: 1,024 documents of 200 words made 4 chunks by count, and 38 by length.
+        # characters: 1,024 documents of 210 words made 4 chunks by count, and 42 by length.
         n_chunks = min(4 * self.threads, max(len(texts) // MIN_TEXTS_PER_THREAD,
                                              _chars(texts) // MIN_CHARS_PER_THREAD))
         if n_chunks <= 1 or self.threads == 1:

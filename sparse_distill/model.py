@@ -255,9 +255,9 @@ class Student(Predictions):
         self.pooling = pooling
         self.threads = max(1, threads or usable_cpus())
         # On the CPU the chunks are the parallel work (threads=1 here). On a GPU the featuriser's
-        # threads split each batch and the model runs once a batch: 16 threads each sending
-        # their chunk to the GPU and waiting for it made 42,000 documents/s where the model alone
-        # ran 245,000 (scripts/bench_gpu.py on an H100).
+        # threads split each batch and the model runs once a batch: threads each featurising a
+        # chunk, sending it to the GPU and waiting for it (4 chunks a batch of 1,024) made
+        # 42,000 documents/s where the model alone ran 245,000 (scripts/bench_gpu.py, H100).
         self.featurizer = Featurizer(vocab, threads=1 if self.device.type == "cpu" else
                                      self.threads, unseen=unseen)
 

@@ -230,7 +230,7 @@ def _batches(n_rows: int, batch_size: int, seed: int, start_step: int, total_ste
 Batch = tuple[np.ndarray, tuple[torch.Tensor, ...]]
 # Batches prepared ahead on CUDA, each on its own thread: one thread kept up with the GPU on
 # average, but its time varies with the GIL held by the step's kernel launches, and the GPU waited
-# whenever one batch came late (scripts/bench_train_loop.py, README's GPU figures).
+# whenever one batch came late (scripts/bench_train_loop.py; benchmarks/RESULTS.md, GPU).
 CUDA_PREFETCH = 3
 
 
@@ -260,7 +260,7 @@ class ResidentCorpus:
     gathered there: the host then handles (batch,)-sized arrays a step, not (nnz,)-sized ones.
 
     On CUDA the host's gathering (one thread a batch, sharing the GIL with the step's kernel
-    launches) held the GPU waiting 15-27% of a step at d = 1000 (benchmarks/RESULTS.md, GPU).
+    launches) held the GPU waiting up to 27% of a step at d = 1000 (benchmarks/RESULTS.md, GPU).
     The weights are those `bag_tensors` makes, row by row the same arithmetic, so the batches
     are the host path's exactly.
     """
@@ -329,7 +329,7 @@ def batch_maker(corpus: Corpus, targets: np.ndarray | None, gold: np.ndarray,
     cpu = torch.device("cpu")
 
     def prepare(idx: np.ndarray) -> Batch:
-        host = [] if on_device else [*bag_tensors(corpus.rows(idx), pooling, cpu)]
+        host = [] if on_device is not None else [*bag_tensors(corpus.rows(idx), pooling, cpu)]
         if targets is not None:
             host.append(torch.from_numpy(targets[idx]))  # (batch, classes)
             has_gold = np.flatnonzero(idx < labelled_rows)
@@ -337,7 +337,7 @@ def batch_maker(corpus: Corpus, targets: np.ndarray | None, gold: np.ndarray,
                 host += [torch.from_numpy(has_gold), torch.from_numpy(gold[idx[has_gold]])]
         else:
             host.append(torch.from_numpy(gold[idx]))  # (batch,)
-        bags = on_device.rows(idx) if on_device else ()
+        bags = on_device.rows(idx) if on_device is not None else ()
         return idx, (*bags, *(to_device(t, device) for t in host))
 
     return prepare
