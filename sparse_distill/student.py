@@ -87,12 +87,18 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def rows(self, idx: np.ndarray) -> Bag:
-        """The bags of rows `idx`, gathered without a per-row Python loop."""
+    def layout(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows `idx`'s starts (batch,) and lengths (batch,) in the flat arrays, and the
+        offsets (batch + 1,) of the same rows laid end to end."""
         starts = self.offsets[idx]  # (batch,)
         lengths = self.offsets[idx + 1] - starts  # (batch,)
-        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)  # (batch + 1,)
         np.cumsum(lengths, out=offsets[1:])
+        return starts, lengths, offsets
+
+    def rows(self, idx: np.ndarray) -> Bag:
+        """The bags of rows `idx`, gathered without a per-row Python loop."""
+        starts, lengths, offsets = self.layout(idx)
         # Position of every element in the flat arrays: its row's start plus its rank in the row.
         flat = np.arange(offsets[-1], dtype=np.int64) + np.repeat(starts - offsets[:-1], lengths)
         return Bag(np.asarray(self.ids[flat]), offsets, np.asarray(self.weights[flat]))
@@ -268,7 +274,7 @@ class ResidentCorpus:
     CHUNK_ROWS = 100_000  # rows moved at a time: bounded host memory on a corpus of any size
 
     def __init__(self, corpus: Corpus, n_rows: int, pooling: str, device: torch.device):
-        self.offsets = corpus.offsets
+        self.corpus = corpus
         self.device = device
         nnz = int(corpus.offsets[n_rows])
         self.ids = torch.empty(nnz, dtype=torch.int32, device=device)  # (nnz,)
@@ -295,10 +301,7 @@ class ResidentCorpus:
 
     def rows(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`bag_tensors` of rows `idx`, on the device, without waiting for it."""
-        starts = self.offsets[idx]  # (batch,)
-        lengths = self.offsets[idx + 1] - starts  # (batch,)
-        offsets = np.zeros(len(idx) + 1, dtype=np.int64)  # (batch + 1,)
-        np.cumsum(lengths, out=offsets[1:])
+        starts, lengths, offsets = self.corpus.layout(idx)
         shift, lengths_d, offsets_d = (to_device(torch.from_numpy(a), self.device)
                                        for a in (starts - offsets[:-1], lengths, offsets))
         total = int(offsets[-1])
