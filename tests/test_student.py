@@ -374,3 +374,24 @@ def test_batches_draw_each_epochs_permutation_once_and_prefetch_changes_nothing(
         assert all(torch.equal(a[1][0], b[1][0])
                    for (_, a), (_, b) in zip(plain, ahead, strict=True))
     assert list(_ahead(_batches(10, 3, 7, 9, 9), prepare, prefetch=3)) == []
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_kd_mixes_in_cross_entropy_on_the_gold_rows_only(alpha):
+    from sparse_distill.student import batch_maker, step_loss
+
+    torch.manual_seed(0)
+    # Rows 0-2 are labelled texts, rows 3-5 pool texts: alpha weighs the gold rows' cross-entropy
+    # against the whole batch's KL.
+    corpus = Corpus(np.arange(12, dtype=np.int32) % 7, np.arange(0, 13, 2), np.ones(12, np.float32))
+    targets = torch.randn(6, 3).numpy()
+    gold = np.array([2, 0, 1, 0, 0, 0])
+    model = SparseDAN(7, 3, 4, [4], dropout=0.0)
+    idx = np.array([4, 1, 5, 2])
+    _, inputs = batch_maker(corpus, targets, gold, 3, alpha, "mean", torch.device("cpu"),
+                            resident=False)(idx)
+    logits = model(*inputs[:3])
+    kl = kd_loss(logits, torch.from_numpy(targets[idx]))
+    ce = torch.nn.functional.cross_entropy(logits[[1, 3]], torch.tensor([0, 1]))
+    want = kl if alpha == 0 else (1 - alpha) * kl + alpha * ce
+    assert step_loss(model, inputs, True, 1.0, alpha).item() == pytest.approx(want.item())
