@@ -6,8 +6,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 # Reinstalled when the dependencies or the compiled featuriser change (an editable install
-# builds sparse_distill/_ngrams.c once, at install).
-stamp="$venv/.installed-$(cat "$root/pyproject.toml" "$root/setup.py" "$root/sparse_distill/_ngrams.c" \
+# builds sparse_distill/inference/_ngrams.c once, at install).
+stamp="$venv/.installed-$(cat "$root/pyproject.toml" "$root/setup.py" "$root/sparse_distill/inference/_ngrams.c" \
   | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

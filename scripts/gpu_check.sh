@@ -18,9 +18,8 @@ assert torch.cuda.is_available(), "no CUDA device visible to torch: this check n
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name()}")
 PY
 python -m pytest -q -s -m gpu tests/test_gpu.py  # -s: the CPU-vs-CUDA agreement it prints
-cd scripts
 # The size timed first in a process came out slower than the same size timed again (after 30
 # warm-up steps, half the speed; after 100, up to 20% slower): d 1000 is timed last, twice.
-python bench_train_loop.py --device cuda --dims 256 1000 1000 --batch-size 2048 --steps 300 \
-  --warmup 100
-SDISTILL_CACHE="$cache" python bench_gpu.py --device cuda
+sdistill speed train --device cuda --dims 256 --dims 1000 --dims 1000 --batch-size 2048 \
+  --steps 300 --warmup 100
+sdistill speed gpu --device cuda --cache-dir "$cache"

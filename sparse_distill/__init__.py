@@ -7,15 +7,17 @@ of a YAML config) and returns what it did.
 __version__ = "0.1.0"
 
 from .errors import ConfigError, DataError, FetchError, SDistillError, StageError
-from .featurize import Bag, Featurizer, Unseen, Vocabulary
+from .inference.featurize import Bag, Featurizer, Unseen, Vocabulary
 
-# Everything else is imported on first use: the CLI starts fast, and the inference path
-# (featurize, model) imports no config, data, training or teacher code.
-_LAZY = {"fetch": "assets", "Config": "config", "load_config": "config",
-         "LabeledData": "data", "load_labeled": "data",
-         "build_vocab": "vocab", "teach": "teacher", "read_targets": "teacher",
-         "train_student": "student", "Student": "model", "evaluate": "evaluation",
-         "run_all": "pipeline", "predict_file": "predict"}
+# Everything else is imported on first use, from the layer that owns it (ARCHITECTURE.md): the CLI
+# starts fast, and `import sparse_distill` loads nothing of training.
+_LAZY = {"fetch": "stages.assets", "Config": "training.config", "load_config": "stages.config",
+         "LabeledData": "training.data", "load_labeled": "training.data",
+         "build_vocab": "stages.vocab", "teach": "stages.teach",
+         "read_targets": "training.teacher", "train_student": "stages.train_student",
+         "Student": "inference.student", "NumpyStudent": "inference.portable",
+         "OnnxStudent": "inference.portable", "evaluate": "stages.evaluate",
+         "run_all": "stages.pipeline", "predict_file": "inference.predict"}
 
 
 def __getattr__(name: str) -> object:
@@ -34,6 +36,8 @@ __all__ = [
     "Featurizer",
     "FetchError",
     "LabeledData",
+    "NumpyStudent",
+    "OnnxStudent",
     "SDistillError",
     "StageError",
     "Student",

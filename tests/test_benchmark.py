@@ -9,25 +9,24 @@ import pytest
 from conftest import student_section, teacher_config
 from typer.testing import CliRunner
 
-from sparse_distill.baselines import (
+from sparse_distill.cli import app
+from sparse_distill.evaluation.baselines import (
     fasttext_text,
     train_fasttext,
     train_model2vec,
     train_tfidf_lr,
 )
-from sparse_distill.benchmark import (
+from sparse_distill.evaluation.results import (
     DatasetResult,
     ModelResult,
-    OtherLoad,
     figure_path,
     render_results,
     targets,
-    throughput,
     write_figure,
 )
-from sparse_distill.cli import app
-from sparse_distill.data import LabeledData, SourceStats, Split
-from sparse_distill.model import Student
+from sparse_distill.evaluation.timing import OtherLoad, throughput
+from sparse_distill.inference.student import Student
+from sparse_distill.training.data import LabeledData, SourceStats, Split
 
 
 def _split(name: str, n: int, offset: int) -> Split:
@@ -192,7 +191,7 @@ def test_benchmark_command_end_to_end(config_dict, tiny_classifier, write_config
     kept = "<!-- kept across benchmark reruns -->\n## Ablation\n| a | b |\n"
     out.write_text("an earlier report\n" + kept)
     # A shrunk student directory measured beside the run's (same labels, another run).
-    from sparse_distill.shrink import shrink
+    from sparse_distill.inference.shrink import shrink
 
     shrink(trained_student, tmp_path / "small", keep_share=0.5, dtype="int8")
     result = CliRunner().invoke(app, ["benchmark", str(write_config(data)), "-o", str(out),
@@ -253,9 +252,10 @@ def test_benchmark_on_real_trec(tmp_path):
     KD 0.864 against 0.868.)"""
     import itertools
 
-    from sparse_distill.assets import fetch
-    from sparse_distill.benchmark import benchmark
-    from sparse_distill.config import default_cache_dir, load_config
+    from sparse_distill.files import default_cache_dir
+    from sparse_distill.stages.assets import fetch
+    from sparse_distill.stages.benchmark import benchmark
+    from sparse_distill.stages.config import load_config
 
     cache = default_cache_dir()
     for name in ("trec", "pool-general", "minilm"):

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from sparse_distill.config import apply_overrides, config_from_dict, expand_path, load_config
 from sparse_distill.errors import ConfigError
+from sparse_distill.files import expand_path
+from sparse_distill.stages.config import apply_overrides, config_from_dict, load_config
 
 
 def problems_of(data, **kwargs) -> list[str]:

@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from sparse_distill.config import config_from_dict
-from sparse_distill.data import PoolStats, iter_pool, label_sort_key, load_labeled, text_key
 from sparse_distill.errors import ConfigError, DataError
+from sparse_distill.stages.config import config_from_dict
+from sparse_distill.training.data import (
+    PoolStats,
+    iter_pool,
+    label_sort_key,
+    load_labeled,
+    text_key,
+)
 
 
 def read_jsonl(path):
@@ -200,7 +206,7 @@ def test_empty_training_file_is_an_error(config_dict, tmp_path):
 
 
 def test_more_bad_lines_than_allowed_stop_before_anything_is_written(config_dict, tmp_path):
-    from sparse_distill.vocab import build_vocab
+    from sparse_distill.stages.vocab import build_vocab
 
     # The case: a jsonl of 502 lines of which 500 are broken.
     path = tmp_path / "train.jsonl"
@@ -242,7 +248,7 @@ def test_a_file_that_is_not_its_format_says_what_it_looks_like(config_dict, tmp_
 
 
 def test_a_compressed_file_cut_short_is_one_line_naming_the_last_line_read(tmp_path):
-    from sparse_distill.data import read_text_file, read_txt_batches
+    from sparse_distill.inference.readers import read_text_file, read_txt_batches
 
     data = gzip.compress(b"a fine film\n" * 50_000)
     path = tmp_path / "pool.txt.gz"

@@ -6,12 +6,12 @@ import torch
 from conftest import student_section, teacher_config
 from safetensors.torch import load_file
 
-from sparse_distill import embed_init
-from sparse_distill.config import config_from_dict
-from sparse_distill.featurize import Vocabulary
-from sparse_distill.student import train_student
-from sparse_distill.teacher import teach
-from sparse_distill.vocab import build_vocab
+from sparse_distill.inference.featurize import Vocabulary
+from sparse_distill.stages.config import config_from_dict
+from sparse_distill.stages.teach import teach
+from sparse_distill.stages.train_student import train_student
+from sparse_distill.stages.vocab import build_vocab
+from sparse_distill.training import embed_init
 
 
 def vocabulary(ngrams: list[str]) -> Vocabulary:

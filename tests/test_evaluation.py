@@ -3,20 +3,16 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from conftest import student_section, teacher_config
 from typer.testing import CliRunner
 
 from sparse_distill.cli import app
-from sparse_distill.config import config_from_dict
-from sparse_distill.evaluation import (
-    classification_metrics,
-    measure_speed,
-    median_rate,
-    oov_quartile,
-    oov_rates,
-)
-from sparse_distill.model import Student
+from sparse_distill.evaluation.metrics import classification_metrics, oov_quartile, oov_rates
+from sparse_distill.evaluation.timing import measure_speed, median_rate
+from sparse_distill.inference.student import Student
 from sparse_distill.progress import Reporter
+from sparse_distill.stages.config import config_from_dict
 
 
 def test_metrics_against_hand_computed_values():
@@ -38,17 +34,21 @@ def test_median_rate_counts_items_per_second():
     assert median_rate(lambda: time.sleep(0.02), 10, 3) == pytest.approx(500, rel=0.3)
 
 
-class OneTokenEach:
-    """A stand-in tokenizer: the teacher's side is not what this test measures."""
+class ConstantTeacher:
+    """A stand-in teacher (`training.teacher.Teacher`'s timing interface): the teacher's side
+    is not what this test measures."""
 
-    def __call__(self, texts, **kwargs):
-        return {"input_ids": [[0]] * len(texts)}
+    def encode(self, texts):
+        return [[0]] * len(texts), list(range(len(texts)))
+
+    def predict(self, texts, batch_size=None, encoded=None):
+        return ["pos"] * len(texts)
 
 
 def test_oov_rate_is_the_share_of_ngrams_the_vocabulary_lacks():
     import numpy as np
 
-    from sparse_distill.featurize import Vocabulary
+    from sparse_distill.inference.featurize import Vocabulary
 
     vocab = Vocabulary(["good", "film", "good film"], np.ones(3, np.int64), np.ones(3, np.int64),
                        (1, 2), True, r"(?u)\b\w\w+\b")
@@ -67,8 +67,7 @@ def test_model_only_is_at_least_as_fast_as_end_to_end(trained_student):
     # order around (medians of 7 besides). Texts of known words cost the model about as much
     # as the featuriser, and the two figures came out within 1% either way.
     texts = ["a warm film " + " ".join(f"zq{i}" for i in range(320))] * 300
-    speed = measure_speed(texts, lambda t, bs=32, encoded=None: ["pos"] * len(t),
-                          OneTokenEach(), 16, student, [32, 256], 7, Reporter())
+    speed = measure_speed(texts, ConstantTeacher(), student, [32, 256], 7, Reporter())
     for bs in ("32", "256"):
         row = speed["by_batch_size"]["student"][bs]
         assert row["model_only_samples_per_s"] >= row["samples_per_s"] > 0
@@ -78,9 +77,9 @@ def test_model_only_is_at_least_as_fast_as_end_to_end(trained_student):
 
 
 def test_eval_stage_end_to_end(config_dict, tiny_classifier, write_config, tmp_path):
-    from sparse_distill.student import train_student
-    from sparse_distill.teacher import teach
-    from sparse_distill.vocab import build_vocab
+    from sparse_distill.stages.teach import teach
+    from sparse_distill.stages.train_student import train_student
+    from sparse_distill.stages.vocab import build_vocab
 
     data = teacher_config(config_dict, tiny_classifier, finetune=False)
     data["student"] = student_section()
@@ -89,8 +88,11 @@ def test_eval_stage_end_to_end(config_dict, tiny_classifier, write_config, tmp_p
     build_vocab(cfg)
     teach(cfg)
     train_student(cfg)
+    resolved = tmp_path / "run" / "config.yaml"
+    resolved.unlink()  # written by every stage: eval must write it again
     result = CliRunner().invoke(app, ["eval", str(write_config(data))])
     assert result.exit_code == 0, result.output
+    assert yaml.safe_load(resolved.read_text())["eval"]["speed_texts"] == 6
     metrics = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
     assert metrics["labels"] == ["neg", "pos"]
     test = metrics["splits"]["test"]
@@ -112,7 +114,7 @@ def test_eval_stage_end_to_end(config_dict, tiny_classifier, write_config, tmp_p
             f"{test['teacher']['accuracy']:.4f} | {student['retention']:.3f} |") in card
     assert f"{speed['student']['samples_per_s']:,.0f} texts/s" in card
     # A shrunk student, evaluated against the same teacher: its figures go beside it.
-    from sparse_distill.shrink import shrink
+    from sparse_distill.inference.shrink import shrink
 
     small = tmp_path / "small"
     shrink(tmp_path / "run" / "student", small, keep_share=0.5, dtype="int8")

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from sparse_distill import _ngrams
 from sparse_distill.cli import app
 from sparse_distill.errors import DataError
-from sparse_distill.export import export
-from sparse_distill.model import Student
-from sparse_distill.portable import NumpyStudent, OnnxStudent
-from sparse_distill.shrink import shrink
+from sparse_distill.inference import _ngrams
+from sparse_distill.inference.export import export
+from sparse_distill.inference.portable import NumpyStudent, OnnxStudent
+from sparse_distill.inference.shrink import shrink
+from sparse_distill.inference.student import Student
 
 TEXTS = ["A warm, funny film.", "A dull mess of a film.", "", "not bad at all, really",
          "the plot is dull and the acting is dull", "zzz qqq"] * 60
@@ -46,8 +46,8 @@ def test_exports_give_the_torch_students_logits(trained_student, tmp_path, dtype
 
 
 BLOCKED = ("torch", "transformers", "sklearn", "scipy", "onnxruntime", "yaml",
-           "sparse_distill.model", "sparse_distill.student", "sparse_distill.teacher",
-           "sparse_distill.config", "sparse_distill.data")
+           "sparse_distill.inference.student", "sparse_distill.inference.network",
+           "sparse_distill.training", "sparse_distill.stages", "sparse_distill.evaluation")
 
 CHILD = """
 import sys
@@ -56,7 +56,7 @@ class Refuse:
         if any(name == b or name.startswith(b + ".") for b in {blocked!r}):
             raise ImportError("blocked in this test: " + name)
 sys.meta_path.insert(0, Refuse())
-from sparse_distill.portable import NumpyStudent
+from sparse_distill.inference.portable import NumpyStudent
 print(" ".join(NumpyStudent.load({directory!r}).predict(["a warm, funny film", "a dull mess"])))
 """
 
@@ -68,8 +68,9 @@ def test_the_numpy_student_predicts_with_torch_blocked(trained_student, tmp_path
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == Student.load(trained_student).predict(
         ["a warm, funny film", "a dull mess"])
-    blocked = subprocess.run([sys.executable, "-c", CHILD.split("from sparse_distill.portable")[0]
-                              .format(blocked=BLOCKED, directory="") + "import torch\n"],
+    parent = CHILD.split("from sparse_distill.inference.portable")[0]
+    blocked = subprocess.run([sys.executable, "-c", parent.format(blocked=BLOCKED, directory="")
+                              + "import torch\n"],
                              capture_output=True, text=True)
     assert blocked.returncode != 0 and "blocked in this test: torch" in blocked.stderr
 
@@ -85,7 +86,7 @@ def test_export_errors_are_one_line_and_write_nothing(trained_student, tmp_path)
         export(trained_student, tmp_path / "x", "numpy")
     with pytest.raises(DataError, match="not a onnx export"):
         OnnxStudent.load(tmp_path / "x")
-    with pytest.raises(DataError, match=r"no student\.json; write it with `sdistill export"):
+    with pytest.raises(DataError, match=r"\(no student\.json\); write it with `sdistill export"):
         NumpyStudent.load(tmp_path)
 
 

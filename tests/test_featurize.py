@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.feature_extraction.text import CountVectorizer
 
-from sparse_distill import _ngrams
 from sparse_distill.errors import DataError
-from sparse_distill.featurize import Bag, Featurizer, Unseen, Vocabulary
+from sparse_distill.inference import _ngrams
+from sparse_distill.inference.featurize import Bag, Featurizer, Unseen, Vocabulary
 
 
 def vocabulary(ngrams: list[str], ngram_range=(1, 4), lowercase=True,
@@ -186,10 +186,11 @@ def test_mean_weights_average_over_occurrences():
 def test_the_featuriser_imports_no_training_teacher_or_model_code():
     import subprocess
 
-    code = ("import sys, sparse_distill.featurize; "
+    code = ("import sys, sparse_distill.inference.featurize; "
             "print(' '.join(m for m in sys.modules if m.split('.')[0] in "
-            "('torch', 'transformers', 'sklearn', 'scipy', 'datasets') or m in "
-            "('sparse_distill.vocab', 'sparse_distill.teacher', 'sparse_distill.student')))")
+            "('torch', 'transformers', 'sklearn', 'scipy', 'datasets') or m.startswith("
+            "('sparse_distill.training', 'sparse_distill.inference.student', "
+            "'sparse_distill.inference.network'))))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.split()
     assert loaded == []

@@ -18,9 +18,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sparse_distill.config import config_from_dict
-from sparse_distill.data import load_labeled
 from sparse_distill.errors import SDistillError
+from sparse_distill.stages.config import config_from_dict
+from sparse_distill.training.data import load_labeled
 
 ALPHABET = st.characters(blacklist_categories=("Cs",))  # any code point but lone surrogates
 TEXTS = st.text(ALPHABET, max_size=60) | st.sampled_from(
@@ -138,7 +138,7 @@ def test_text_files_give_their_lines_or_one_clear_error(lines, compression, bom,
 
 
 def check_lines(texts, path, bom, cut, junk):
-    from sparse_distill.data import read_text_file
+    from sparse_distill.inference.readers import read_text_file
 
     try:
         records = list(read_text_file(str(path), "txt"))

@@ -11,12 +11,14 @@ import pytest
 import torch
 from conftest import student_section, teacher_config, train_student_interrupted
 
-from sparse_distill.config import config_from_dict
-from sparse_distill.evaluation import evaluate
-from sparse_distill.model import Student
-from sparse_distill.student import train_student
-from sparse_distill.teacher import load_classifier, read_targets, teach
-from sparse_distill.vocab import build_vocab
+from sparse_distill.inference.student import Student
+from sparse_distill.stages.config import config_from_dict
+from sparse_distill.stages.evaluate import evaluate
+from sparse_distill.stages.teach import teach
+from sparse_distill.stages.train_student import train_student
+from sparse_distill.stages.vocab import build_vocab
+from sparse_distill.training.hf import load_classifier
+from sparse_distill.training.teacher import read_targets
 
 pytestmark = pytest.mark.gpu
 
@@ -81,9 +83,10 @@ def test_a_resumed_cuda_run_matches_an_uninterrupted_one(config_dict, tiny_class
                                                           tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from sparse_distill import student as student_mod
+    from sparse_distill.stages.train_student import train_student
+    from sparse_distill.training import trainer as trainer_mod
 
-    monkeypatch.setattr(student_mod, "CHECKPOINT_SECONDS", 0.0)  # as in the interrupted run
+    monkeypatch.setattr(trainer_mod, "CHECKPOINT_SECONDS", 0.0)  # as in the interrupted run
     whole = cuda_config(config_dict, tiny_classifier, tmp_path / "a")
     build_vocab(whole)
     teach(whole)
@@ -117,7 +120,7 @@ def test_a_float16_checkpoint_is_labelled_from_float32_weights_on_cuda(tiny_clas
 def test_more_processes_than_gpus_stop_before_any_work(config_dict, tiny_classifier, tmp_path,
                                                         monkeypatch):
     from sparse_distill.errors import SDistillError
-    from sparse_distill.teacher import runtime
+    from sparse_distill.training.runtime import runtime
 
     n = torch.cuda.device_count()
     monkeypatch.setenv("WORLD_SIZE", str(n + 1))

@@ -96,7 +96,7 @@ COMMANDS = {
 
 
 def _config(work: Path, teacher: Path) -> dict[str, Any]:
-    from sparse_distill.config import default_cache_dir
+    from sparse_distill.files import default_cache_dir
 
     data = default_cache_dir() / "data"
     rt = data / "rt"
@@ -200,8 +200,8 @@ def reference(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     when each phase began and ended."""
     import itertools
 
-    from sparse_distill.assets import fetch
-    from sparse_distill.config import default_cache_dir
+    from sparse_distill.files import default_cache_dir
+    from sparse_distill.stages.assets import fetch
 
     for name in ("rt", "pool-general"):
         fetch(name, default_cache_dir())

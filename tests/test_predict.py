@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from sparse_distill.cli import app
-from sparse_distill.model import Student
+from sparse_distill.inference.student import Student
 
 runner = CliRunner()
 
@@ -84,7 +84,7 @@ def test_predict_names_a_wrong_directory(tmp_path):
 def test_a_failure_while_classifying_leaves_no_output(trained_student, tmp_path, monkeypatch):
     import pytest
 
-    from sparse_distill.predict import predict_file
+    from sparse_distill.inference.predict import predict_file
 
     student = Student.load(trained_student)
     calls = []
@@ -105,7 +105,7 @@ def test_a_failure_while_classifying_leaves_no_output(trained_student, tmp_path,
 
 
 def test_rows_are_in_input_order_across_many_batches(trained_student, tmp_path):
-    from sparse_distill.predict import predict_file
+    from sparse_distill.inference.predict import predict_file
 
     texts = tmp_path / "texts.txt"
     lines = [f"a {'warm' if i % 2 else 'dull'} film number {i}" for i in range(2500)]

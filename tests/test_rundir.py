@@ -8,18 +8,19 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from sparse_distill.config import config_from_dict
 from sparse_distill.errors import StageError
-from sparse_distill.rundir import LOCK_FILE, run_lock
-from sparse_distill.vocab import build_vocab
+from sparse_distill.stages.config import config_from_dict
+from sparse_distill.stages.rundir import LOCK_FILE, run_lock
+from sparse_distill.stages.vocab import build_vocab
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from sparse_distill.rundir import run_lock
+from sparse_distill.stages.rundir import run_lock
 with run_lock(Path(sys.argv[1])):
     print("holding", flush=True)
     time.sleep(600)
@@ -93,15 +94,15 @@ def test_weights_and_checkpoints_that_fail_to_write_leave_no_temporary_file(tmp_
 
     import torch
 
-    from sparse_distill import model
+    from sparse_distill.inference import network as model
 
     target = tmp_path / "w.safetensors"
     model.save_weights({"a": torch.ones(4)}, target)
     before = target.read_bytes()
 
     class Full:
-        def __init__(self, *args, **kwargs):
-            pass
+        def __init__(self, path, *args, **kwargs):
+            self.path = path
 
         def __enter__(self):
             return self
@@ -110,7 +111,7 @@ def test_weights_and_checkpoints_that_fail_to_write_leave_no_temporary_file(tmp_
             return False
 
         def write(self, data):
-            partial = tmp_path / ".w.safetensors.tmp"
+            partial = Path(self.path)
             partial.touch()  # what a write cut short leaves
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(partial))
 
@@ -148,7 +149,7 @@ def test_the_next_writer_removes_what_a_killed_one_left(config_dict, monkeypatch
 
 def test_the_checkpoint_interval_comes_from_the_environment(monkeypatch):
     from sparse_distill.errors import ConfigError
-    from sparse_distill.student import CHECKPOINT_SECONDS, checkpoint_seconds
+    from sparse_distill.training.trainer import CHECKPOINT_SECONDS, checkpoint_seconds
 
     monkeypatch.delenv("SDISTILL_CHECKPOINT_SECONDS", raising=False)
     assert checkpoint_seconds() == CHECKPOINT_SECONDS == 300.0

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from sparse_distill.cli import app
 from sparse_distill.errors import DataError
-from sparse_distill.featurize import Vocabulary
-from sparse_distill.model import Student
-from sparse_distill.shrink import shrink
+from sparse_distill.inference.featurize import Vocabulary
+from sparse_distill.inference.shrink import shrink
+from sparse_distill.inference.student import Student
 
 TEXTS = ["A warm, funny film.", "A dull mess of a film.", "", "not bad at all, really",
          "the plot is dull and the acting is dull"] * 3

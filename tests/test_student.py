@@ -11,18 +11,17 @@ import pytest
 import torch
 from conftest import student_section, teacher_config, train_student_interrupted
 
-from sparse_distill.config import DistillConfig, config_from_dict
 from sparse_distill.errors import StageError
-from sparse_distill.featurize import Bag, Unseen, Vocabulary
-from sparse_distill.model import SparseDAN, Student
-from sparse_distill.student import (
-    Corpus,
-    distill_schedule,
-    kd_loss,
-    train_student,
-)
-from sparse_distill.teacher import teach
-from sparse_distill.vocab import build_vocab
+from sparse_distill.inference.featurize import Bag, Unseen, Vocabulary
+from sparse_distill.inference.network import SparseDAN
+from sparse_distill.inference.student import Student
+from sparse_distill.stages.config import config_from_dict
+from sparse_distill.stages.teach import teach
+from sparse_distill.stages.train_student import train_student
+from sparse_distill.stages.vocab import build_vocab
+from sparse_distill.training.config import DistillConfig
+from sparse_distill.training.losses import kd_loss
+from sparse_distill.training.trainer import distill_schedule
 
 
 def test_kd_loss_is_zero_for_equal_distributions_and_positive_otherwise():
@@ -43,8 +42,7 @@ def test_kd_loss_scales_by_t_squared():
 def test_corpus_rows_gather_like_python():
     bag = Bag(ids=np.array([5, 1, 2, 7, 7, 3], np.int32), offsets=np.array([0, 2, 2, 5, 6]),
               weights=np.array([1, 2, 1, 1, 3, 1], np.float32))
-    corpus = Corpus(bag.ids, bag.offsets, bag.weights)
-    got = corpus.rows(np.array([3, 0, 1, 2]))
+    got = bag.rows(np.array([3, 0, 1, 2]))
     assert got.offsets.tolist() == [0, 1, 3, 3, 6]
     assert got.ids.tolist() == [3, 5, 1, 2, 7, 7]
     assert got.weights.tolist() == [1, 1, 2, 1, 1, 3]
@@ -57,11 +55,11 @@ def test_a_tiny_student_learns_a_separable_task():
     labels = rng.integers(0, 2, 200)
     ids = np.concatenate([rng.choice(5, 3, replace=False) + 5 * y for y in labels])
     offsets = np.arange(0, 3 * 200 + 1, 3)
-    corpus = Corpus(ids.astype(np.int32), offsets, np.ones(len(ids), np.float32))
+    corpus = Bag(ids.astype(np.int32), offsets, np.ones(len(ids), np.float32))
     model = SparseDAN(10, 2, 8, [8], dropout=0.0)
     sparse = torch.optim.SparseAdam(list(model.embedding.parameters()), lr=0.05)
     dense = torch.optim.AdamW(model.dense_parameters(), lr=0.05)
-    from sparse_distill.model import bag_tensors
+    from sparse_distill.inference.network import bag_tensors
 
     for _ in range(60):
         idx = rng.choice(200, 32, replace=False)
@@ -143,9 +141,9 @@ def test_a_student_with_buckets_saves_them_and_uses_them_at_prediction(config_di
 
 
 def test_resume_equals_an_uninterrupted_run(config_dict, tiny_classifier, tmp_path, monkeypatch):
-    from sparse_distill import student as student_mod
+    from sparse_distill.training import trainer as trainer_mod
 
-    monkeypatch.setattr(student_mod, "CHECKPOINT_SECONDS", 0.0)  # as in the interrupted run
+    monkeypatch.setattr(trainer_mod, "CHECKPOINT_SECONDS", 0.0)  # as in the interrupted run
     whole = student_config(dict(config_dict, run={"dir": str(tmp_path / "a")}), tiny_classifier)
     pipeline(whole)
     broken = student_config(dict(config_dict, run={"dir": str(tmp_path / "b")}), tiny_classifier)
@@ -170,7 +168,7 @@ def test_student_refuses_a_stale_vocab(config_dict, tiny_classifier):
 
 ONE_STEP = """
 import re, torch
-from sparse_distill.student import SparseDAN
+from sparse_distill.inference.network import SparseDAN
 # VmHWM is this process's own peak RSS. ru_maxrss is not: Linux carries the parent's peak into a
 # child across vfork + exec, so after a large pytest process it can exceed the child's own.
 def peak_kib():
@@ -206,7 +204,7 @@ def test_a_million_row_table_trains_a_step_in_bounded_memory():
 def test_weights_are_written_without_a_copy_and_load_with_safetensors(tmp_path):
     from safetensors.torch import load_file
 
-    from sparse_distill.model import save_weights
+    from sparse_distill.inference.network import save_weights
 
     state = {"embedding.weight": torch.randn(50, 8), "mlp.1.bias": torch.randn(8),
              "half": torch.randn(3, 2).to(torch.bfloat16), "count": torch.arange(5)}
@@ -241,25 +239,26 @@ def test_cli_train_student_summary_and_rerun(config_dict, tiny_classifier, write
 def test_a_fine_tune_resumed_after_a_crash_equals_an_uninterrupted_one(config_dict,
                                                                         tiny_classifier,
                                                                         tmp_path, monkeypatch):
-    from sparse_distill import student as student_mod
+    from sparse_distill.stages.train_student import train_student
+    from sparse_distill.training import trainer as trainer_mod
 
-    monkeypatch.setattr(student_mod, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint every evaluation
+    monkeypatch.setattr(trainer_mod, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint every evaluation
     whole = student_config(dict(config_dict, run={"dir": str(tmp_path / "a")}), tiny_classifier)
     pipeline(whole)
     broken = student_config(dict(config_dict, run={"dir": str(tmp_path / "b")}), tiny_classifier)
     build_vocab(broken)
     teach(broken)
-    real_save = student_mod.PhaseTrainer.save
+    real_save = trainer_mod.PhaseTrainer.save
 
     def die_in_fine_tuning(self):
         real_save(self)
         if self.phase == "finetune":
             raise KeyboardInterrupt  # killed after fine-tuning's first epoch
 
-    monkeypatch.setattr(student_mod.PhaseTrainer, "save", die_in_fine_tuning)
+    monkeypatch.setattr(trainer_mod.PhaseTrainer, "save", die_in_fine_tuning)
     with pytest.raises(KeyboardInterrupt):
         train_student(broken)
-    monkeypatch.setattr(student_mod.PhaseTrainer, "save", real_save)
+    monkeypatch.setattr(trainer_mod.PhaseTrainer, "save", real_save)
     resumed = train_student(broken).manifest
     assert resumed["results"] == json.loads(
         (tmp_path / "a" / "student" / "manifest.json").read_text())["results"]
@@ -305,7 +304,7 @@ def test_auto_schedule_is_ten_passes_evaluated_every_half_pass():
 
 
 def test_defaults_stop_early_when_dev_stops_improving(config_dict, tiny_classifier, monkeypatch):
-    from sparse_distill import student as student_mod
+    from sparse_distill.training import trainer as trainer_mod
 
     # An lr too small to move the weights: dev accuracy never improves on the first evaluation,
     # so distillation stops after 1 + patience evaluations of the auto schedule.
@@ -314,8 +313,8 @@ def test_defaults_stop_early_when_dev_stops_improving(config_dict, tiny_classifi
                                   "lr": 1e-12, "patience": 2},
                          finetune={"epochs": 0})
     saves = []
-    real_save = student_mod.PhaseTrainer.save
-    monkeypatch.setattr(student_mod.PhaseTrainer, "save",
+    real_save = trainer_mod.PhaseTrainer.save
+    monkeypatch.setattr(trainer_mod.PhaseTrainer, "save",
                         lambda self: (saves.append(self.state["step"]), real_save(self)))
     result = pipeline(cfg)
     kd = result.manifest["results"]["kd"]
@@ -330,13 +329,13 @@ def test_defaults_stop_early_when_dev_stops_improving(config_dict, tiny_classifi
 
 @pytest.mark.parametrize("pooling", ["mean", "sum"])
 def test_batches_gathered_on_the_device_equal_the_hosts(pooling, monkeypatch):
-    from sparse_distill.student import ResidentCorpus, batch_maker
+    from sparse_distill.training.corpus import ResidentCorpus, batch_maker
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(0, 9, 50)  # empty rows too
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    corpus = Corpus(rng.integers(0, 1000, offsets[-1]).astype(np.int32), offsets,
-                    rng.integers(1, 4, offsets[-1]).astype(np.float32))
+    corpus = Bag(rng.integers(0, 1000, offsets[-1]).astype(np.int32), offsets,
+                 rng.integers(1, 4, offsets[-1]).astype(np.float32))
     targets = rng.standard_normal((50, 3)).astype(np.float32)
     gold = rng.integers(0, 3, 50)
     monkeypatch.setattr(ResidentCorpus, "CHUNK_ROWS", 7)  # rows moved in several chunks
@@ -351,9 +350,9 @@ def test_batches_gathered_on_the_device_equal_the_hosts(pooling, monkeypatch):
 
 
 def test_batches_draw_each_epochs_permutation_once_and_prefetch_changes_nothing():
-    from sparse_distill.student import _ahead, _batches
+    from sparse_distill.training.corpus import ahead, batches_from
 
-    got = list(_batches(10, 3, seed=7, start_step=2, total_steps=9))
+    got = list(batches_from(10, 3, seed=7, start_step=2, total_steps=9))
     # The definition: epoch e's order is default_rng([seed, e]).permutation; 3 batches an epoch.
     expected = [(step, np.random.default_rng([7, step // 3]).permutation(10)[
         (step % 3) * 3:(step % 3) * 3 + 3]) for step in range(2, 9)]
@@ -367,23 +366,24 @@ def test_batches_draw_each_epochs_permutation_once_and_prefetch_changes_nothing(
         time.sleep(next(delays))
         return idx, (torch.from_numpy(idx * 2),)
 
-    plain = list(_ahead(_batches(10, 3, 7, 0, 9), prepare, prefetch=0))
+    plain = list(ahead(batches_from(10, 3, 7, 0, 9), prepare, prefetch=0))
     for prefetch in (1, 5):
-        ahead = list(_ahead(_batches(10, 3, 7, 0, 9), prepare, prefetch))
-        assert [s for s, _ in plain] == [s for s, _ in ahead] == list(range(9))
+        early = list(ahead(batches_from(10, 3, 7, 0, 9), prepare, prefetch))
+        assert [s for s, _ in plain] == [s for s, _ in early] == list(range(9))
         assert all(torch.equal(a[1][0], b[1][0])
-                   for (_, a), (_, b) in zip(plain, ahead, strict=True))
-    assert list(_ahead(_batches(10, 3, 7, 9, 9), prepare, prefetch=3)) == []
+                   for (_, a), (_, b) in zip(plain, early, strict=True))
+    assert list(ahead(batches_from(10, 3, 7, 9, 9), prepare, prefetch=3)) == []
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
 def test_kd_mixes_in_cross_entropy_on_the_gold_rows_only(alpha):
-    from sparse_distill.student import batch_maker, step_loss
+    from sparse_distill.training.corpus import batch_maker
+    from sparse_distill.training.losses import step_loss
 
     torch.manual_seed(0)
     # Rows 0-2 are labelled texts, rows 3-5 pool texts: alpha weighs the gold rows' cross-entropy
     # against the whole batch's KL.
-    corpus = Corpus(np.arange(12, dtype=np.int32) % 7, np.arange(0, 13, 2), np.ones(12, np.float32))
+    corpus = Bag(np.arange(12, dtype=np.int32) % 7, np.arange(0, 13, 2), np.ones(12, np.float32))
     targets = torch.randn(6, 3).numpy()
     gold = np.array([2, 0, 1, 0, 0, 0])
     model = SparseDAN(7, 3, 4, [4], dropout=0.0)

@@ -8,12 +8,14 @@ import pytest
 from conftest import CORPUS, DATA
 from sklearn.feature_extraction.text import CountVectorizer
 
-from sparse_distill.config import VocabConfig, config_from_dict
-from sparse_distill.data import PoolStats, iter_pool, load_labeled
 from sparse_distill.errors import DataError, StageError
-from sparse_distill.featurize import Vocabulary
-from sparse_distill.rundir import check_upstream
-from sparse_distill.vocab import build_vocab, count_ngrams, select_vocabulary
+from sparse_distill.inference.featurize import Vocabulary
+from sparse_distill.stages.config import config_from_dict
+from sparse_distill.stages.rundir import check_upstream
+from sparse_distill.stages.vocab import build_vocab
+from sparse_distill.training.config import VocabConfig
+from sparse_distill.training.data import PoolStats, iter_pool, load_labeled
+from sparse_distill.training.vocab import count_ngrams, select_vocabulary
 
 
 def fit(texts, **kwargs) -> Vocabulary:
@@ -177,14 +179,14 @@ def test_failed_stage_leaves_nothing(config_dict, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("sparse_distill.vocab.Vocabulary.save", boom)
+    monkeypatch.setattr("sparse_distill.inference.featurize.Vocabulary.save", boom)
     with pytest.raises(RuntimeError):
         build_vocab(cfg)
     assert [p.name for p in cfg.run_dir().iterdir()] == [".sdistill.lock"]
 
 
 def test_downstream_stage_refuses_a_stale_vocab(config_dict, monkeypatch):
-    from sparse_distill import rundir
+    from sparse_distill.stages import rundir
 
     monkeypatch.setitem(rundir.STAGE_SECTIONS, "student", ("student",))
     monkeypatch.setitem(rundir.STAGE_UPSTREAM, "student", ("vocab",))

@@ -16,7 +16,7 @@ from conftest import base_config, comparable, differences, student_section, teac
 from typer.testing import CliRunner
 
 from sparse_distill.cli import app
-from sparse_distill.rundir import LOCK_FILE
+from sparse_distill.stages.rundir import LOCK_FILE
 
 MAX_POINTS = 12  # renames failed per command: all of them, or this many spread over them
 

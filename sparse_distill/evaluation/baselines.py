@@ -1,0 +1,217 @@
+"""The benchmark's baselines, each trained on train and tuned on dev, each a `Predict`:
+raw texts in, labels out.
+
+- a DAN of the student's architecture trained from scratch on the gold labels only;
+- TF-IDF + logistic regression (scikit-learn);
+- fastText supervised (the `fasttext-numpy2-wheel` package: `pip install -e .[bench]`);
+- model2vec: static embeddings distilled from the teacher's own pretrained encoder, with a
+  classifier fine-tuned on train (`model2vec[train]`: `pip install -e .[bench]`).
+
+Light to import (torch loads only for the DAN): fastText's grid runs in a spawned process that
+imports this module.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import SDistillError
+from ..inference.featurize import Featurizer
+from ..progress import Reporter
+from ..training.config import Config
+from ..training.data import LabeledData
+from ..training.vocab import count_ngrams, select_vocabulary
+from .metrics import Predict, accuracy
+
+
+def train_tfidf_lr(data: LabeledData, seed: int) -> tuple[Predict, float, str]:
+    """TF-IDF (sublinear tf) + logistic regression; n-gram range and C picked on dev.
+
+    C climbs a path and each fit starts from the previous solution (warm start): the optimum is
+    the same, but lbfgs needs far fewer iterations at large C, which on long documents
+    (20 Newsgroups' 1-3-grams) is most of the grid's time: 2.1x less in all there. lbfgs stops
+    within its tolerance at a slightly different point, so a pick can differ from cold fits by
+    a few dev texts.
+    """
+    import copy
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    assert data.dev is not None
+    gold_dev = np.asarray(data.dev.labels)
+    best: tuple[float, Any, Any, str] = (-1.0, None, None, "")
+    for n in (1, 2, 3):
+        vec = TfidfVectorizer(ngram_range=(1, n), sublinear_tf=True)
+        x_train = vec.fit_transform(data.train.texts)
+        x_dev = vec.transform(data.dev.texts)
+        clf = LogisticRegression(max_iter=2000, random_state=seed, warm_start=True)
+        for c in (1.0, 10.0, 100.0, 1000.0):
+            clf.set_params(C=c)
+            clf.fit(x_train, data.train.labels)
+            acc = float(np.mean(clf.predict(x_dev) == gold_dev))
+            if acc > best[0]:
+                # the next C refits clf in place; keep this one as it is
+                best = (acc, vec, copy.deepcopy(clf), f"word 1-{n}-grams, C={c:g}")
+    _, vec, clf, settings = best
+
+    def predict(texts: list[str]) -> list[str]:
+        return clf.predict(vec.transform(texts)).tolist()
+
+    return predict, best[0], settings
+
+
+_FT_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def fasttext_text(text: str) -> str:
+    """fastText's usual preprocessing: lower case, punctuation split off, one line."""
+    return " ".join(_FT_TOKEN.findall(text.lower()))
+
+
+def train_fasttext(data: LabeledData, seed: int, workdir: Path) -> tuple[Predict, float, str]:
+    """fastText supervised; word n-grams 2-4, epochs and learning rate picked on dev.
+
+    The grid trains in a fresh process: fastText's training reads memory it never wrote, and in
+    a process whose heap holds freed data (after the student's training, with glibc set to
+    reuse freed memory) it measured NaN on 4-12 of the 12 settings; in a fresh process, on none.
+    One thread, so that a run repeats exactly (fastText's Hogwild training with several threads
+    does not).
+    """
+    import multiprocessing
+
+    try:
+        import fasttext
+    except ImportError:
+        raise SDistillError("benchmark: fastText is not installed; pip install "
+                            "fasttext-numpy2-wheel (or: pip install -e .[bench])") from None
+    assert data.dev is not None
+    labels = sorted(set(data.train.labels))
+    index = {lab: i for i, lab in enumerate(labels)}
+    train_path = workdir / "fasttext.train.txt"
+    train_path.write_text("".join(
+        f"__label__{index[lab]} {fasttext_text(t)}\n"
+        for t, lab in zip(data.train.texts, data.train.labels, strict=True)), encoding="utf-8")
+    model_path = workdir / "fasttext.bin"
+    dev_ids = [index.get(lab, -1) for lab in data.dev.labels]
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        dev_acc, settings = pool.apply(_fasttext_grid, (str(train_path), data.dev.texts, dev_ids,
+                                                        seed, str(model_path)))
+    if not settings:
+        raise SDistillError("benchmark: every fastText setting diverged (NaN) on this data")
+    model = fasttext.load_model(str(model_path))
+
+    def predict(texts: list[str]) -> list[str]:
+        out, _ = model.predict([fasttext_text(t) for t in texts], k=1)
+        return [labels[int(o[0][len("__label__"):])] for o in out]
+
+    return predict, dev_acc, settings
+
+
+def _fasttext_grid(train_path: str, dev_texts: list[str], dev_ids: list[int], seed: int,
+                   model_path: str) -> tuple[float, str]:
+    """Train the grid, save the best model by dev accuracy; (its dev accuracy, its settings)."""
+    import fasttext
+
+    dev = [fasttext_text(t) for t in dev_texts]
+    gold = np.asarray(dev_ids)
+    best: tuple[float, str] = (-1.0, "")
+    for ngrams in (2, 3, 4):
+        for epoch in (5, 25):
+            for lr in (0.25, 1.0):
+                try:
+                    model = fasttext.train_supervised(
+                        input=train_path, wordNgrams=ngrams, epoch=epoch, lr=lr, dim=100,
+                        thread=1, seed=seed, verbose=0)
+                except RuntimeError as exc:  # "Encountered NaN.": diverged at this lr
+                    if "NaN" not in str(exc):
+                        raise
+                    continue
+                pred = np.asarray([int(o[0][len("__label__"):])
+                                   for o in model.predict(dev, k=1)[0]])
+                acc = float(np.mean(pred == gold))
+                if acc > best[0]:
+                    best = (acc, f"wordNgrams={ngrams}, epoch={epoch}, lr={lr:g}, dim=100")
+                    model.save_model(model_path)
+    return best
+
+
+def train_model2vec(data: LabeledData, encoder: str, seed: int, pca_dims: int = 256
+                    ) -> tuple[Predict, float, str]:
+    """model2vec, the peer for fast classification from a transformer: distil static token
+    embeddings from `encoder` (the teacher's pretrained encoder, a local folder), fine-tune
+    model2vec's classifier (embeddings + MLP head) on train with dev for early stopping, and
+    predict with its numpy inference pipeline (`to_pipeline`), as its users deploy it."""
+    try:
+        from model2vec.distill import distill
+        from model2vec.train import StaticModelForClassification
+    except ImportError:
+        raise SDistillError("benchmark: model2vec is not installed; pip install "
+                            "'model2vec[train]' skeletoken (or: pip install -e .[bench])") \
+            from None
+    assert data.dev is not None
+    static = distill(model_name=encoder, pca_dims=pca_dims)
+    classifier = StaticModelForClassification.from_static_model(model=static)
+    classifier.fit(data.train.texts, data.train.labels, X_val=data.dev.texts,
+                   y_val=data.dev.labels, random_seed=seed)
+    pipeline = classifier.to_pipeline()
+
+    def predict(texts: list[str]) -> list[str]:
+        return [str(label) for label in pipeline.predict(texts)]
+
+    dev_acc = accuracy(predict, data.dev.texts, data.dev.labels)
+    return predict, dev_acc, f"distilled from {Path(encoder).name}, PCA to {pca_dims} dims"
+
+
+def train_dan_scratch(cfg: Config, data: LabeledData, workdir: Path, report: Reporter
+                      ) -> tuple[Predict, float, str, Any]:
+    """The student's architecture trained on the gold labels only; lr picked on dev.
+
+    The vocabulary is the training texts' own (same n-gram range and cap): n-grams seen only in
+    an unlabelled pool would keep their random embeddings and add noise.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    from ..inference.network import SparseDAN
+    from ..inference.student import Student
+    from ..training.trainer import PhaseTrainer, run_phase
+
+    assert data.dev is not None
+    s = cfg.student
+    vocab = select_vocabulary(count_ngrams(data.train.texts, cfg.vocab), cfg.vocab)
+    featurizer = Featurizer(vocab)
+    corpus = featurizer(data.train.texts)
+    label_id = {lab: i for i, lab in enumerate(data.labels)}
+    gold = np.asarray([label_id[x] for x in data.train.labels], dtype=np.int64)
+    dev = (featurizer(data.dev.texts), np.asarray([label_id[x] for x in data.dev.labels]))
+    bs = s.finetune.batch_size
+    per_epoch = max(1, len(gold) // bs)
+    epochs = 20
+    best: tuple[float, dict[str, Any] | None, str] = (-1.0, None, "")
+    for lr in (1e-3, 3e-4):
+        torch.manual_seed(cfg.run.seed)
+        model = SparseDAN(len(vocab), len(data.labels), s.embedding_dim, s.hidden_dims,
+                          s.pooling, s.activation, s.dropout)
+        work = workdir / f"dan-{lr:g}"
+        work.mkdir(parents=True, exist_ok=True)
+        trainer = PhaseTrainer(model, s, lr, epochs * per_epoch, 0, "constant",
+                               torch.device("cpu"), work, "scratch")
+        state = run_phase(trainer, corpus, None, gold, len(gold), dev, epochs * per_epoch, bs,
+                          per_epoch, 3, 1.0, 0.0, cfg.run.seed, work / "log.jsonl", report)
+        if state["best"] > best[0]:
+            best = (state["best"], load_file(str(trainer.best_path)),
+                    f"lr={lr:g}, batch {bs}, best of {state['step'] // per_epoch} epochs "
+                    f"at epoch {state['best_step'] // per_epoch}, |V|={len(vocab):,}")
+    model = SparseDAN(len(vocab), len(data.labels), s.embedding_dim, s.hidden_dims, s.pooling,
+                      s.activation, 0.0, initialise=False)
+    assert best[1] is not None
+    model.load_state_dict(best[1], assign=True)
+    student = Student(model, vocab, data.labels, s.pooling)
+    return student.predict, best[0], best[2], student
+
+

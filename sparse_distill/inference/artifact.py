@@ -1,0 +1,42 @@
+"""The student directory's description, `student.json`: its one writer and its one reader.
+
+A student directory holds `student.json` (labels, architecture, the teacher it came from, and
+what `shrink` or `export` did to it), `model.safetensors` (or an export's arrays) and `vocab/`.
+Every command that takes a student directory checks it here, with the same message.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from ..files import atomic_write_json
+
+STUDENT_FILE = "student.json"
+FORMAT = 1
+
+
+def student_meta(labels: list[str], architecture: dict[str, Any], teacher: dict[str, Any]
+                 ) -> dict[str, Any]:
+    """What `train-student` records: labels in the model's output order, the network's shape
+    (`network.SparseDAN`'s arguments, plus `unseen` when the table has hashed buckets), where the
+    vocabulary is, and the teacher's source."""
+    return {"format": FORMAT, "labels": labels, "architecture": architecture,
+            "vocab": "vocab/vocab.json", "teacher": teacher}
+
+
+def write_student(directory: Path, meta: dict[str, Any]) -> None:
+    atomic_write_json(directory / STUDENT_FILE, meta)
+
+
+def read_student(directory: str | Path, fix: str | None = None) -> dict[str, Any]:
+    """The directory's student.json, or a DataError saying it is not a student directory and
+    `fix` (by default: which commands write one)."""
+    path = Path(directory) / STUDENT_FILE
+    if not path.is_file():
+        fix = fix or ("give one that `sdistill train-student` (RUN/student), `shrink` or "
+                      "`export` wrote")
+        raise DataError(f"{directory}: not a student directory (no {STUDENT_FILE}); {fix}")
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,119 @@
+"""Teacher-initialised n-gram embeddings (`student.init: teacher`).
+
+A randomly initialised table knows about an n-gram only what the pool's few texts containing it
+teach during distillation, and a rarely seen n-gram stays near its random start: noise at test
+time. Starting every row from the teacher's own view of its words puts a rare n-gram near its
+synonyms before the first step. The recipe is model2vec's, applied to the (fine-tuned) teacher:
+each word of the vocabulary goes through the teacher's encoder alone and its word pieces' last
+hidden states are averaged; PCA takes the vectors to the student's width; an n-gram's row is the
+mean of its words' rows. Words are few (~50,000 for a 1M n-gram vocabulary) so this costs one
+short forward pass per word, not per n-gram; the word vectors are cached per teacher and word
+list, and the composition (a vectorised mean over 1M n-grams) is redone per run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..files import sha256_file, staged_dir
+from ..inference.featurize import Vocabulary
+from ..progress import Reporter
+from .hf import load_classifier, load_tokenizer
+
+
+def vocabulary_words(vocab: Vocabulary) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The distinct words of the vocabulary's n-grams, and each n-gram as a bag of word ids:
+    (words, ids (nnz,) int64, offsets (|V| + 1,) int64)."""
+    index: dict[str, int] = {}
+    parts = [g.split(" ") for g in vocab.ngrams]
+    flat = [index.setdefault(w, len(index)) for p in parts for w in p]
+    lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))  # (|V|,)
+    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return list(index), np.asarray(flat, dtype=np.int64), offsets
+
+
+@torch.inference_mode()
+def encode_words(encoder: Any, tokenizer: Any, words: list[str], device: torch.device,
+                 batch_size: int = 512, report: Reporter | None = None) -> np.ndarray:
+    """(len(words), hidden) float32: each word encoded alone, its pieces' last states averaged
+    (special tokens left out; a word the tokenizer makes nothing of gets its special tokens')."""
+    report = report or Reporter()
+    encoded = tokenizer(words, truncation=True, max_length=32, return_special_tokens_mask=True)
+    lengths = np.fromiter(map(len, encoded["input_ids"]), dtype=np.int64, count=len(words))
+    order = np.argsort(-lengths, kind="stable")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out = np.empty((len(words), encoder.config.hidden_size), dtype=np.float32)
+    encoder.eval()
+    report.start("teacher init: words", len(words), unit="words")
+    for start in range(0, len(words), batch_size):
+        idx = order[start:start + batch_size]
+        width = int(lengths[idx].max())
+        ids = np.full((len(idx), width), pad_id, dtype=np.int64)  # (batch, width)
+        mask = np.zeros((len(idx), width), dtype=np.int64)  # (batch, width)
+        keep = np.zeros((len(idx), width), dtype=np.float32)  # (batch, width)
+        for row, i in enumerate(idx):
+            n = lengths[i]
+            ids[row, :n] = encoded["input_ids"][i]
+            mask[row, :n] = 1
+            special = np.asarray(encoded["special_tokens_mask"][i], dtype=bool)  # (n,)
+            keep[row, :n] = ~special if not special.all() else 1.0
+        hidden = encoder(input_ids=torch.from_numpy(ids).to(device),
+                         attention_mask=torch.from_numpy(mask).to(device)
+                         ).last_hidden_state.float()  # (batch, width, hidden)
+        weights = torch.from_numpy(keep).to(device)  # (batch, width)
+        pooled = (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True)
+        out[idx] = pooled.cpu().numpy()  # (batch, hidden)
+        report.update(len(idx))
+    return out
+
+
+def project(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """(W, hidden) -> (W, dim): centred, onto the top principal components (zero columns past
+    the hidden size), scaled so that the mean row norm is 1, as the random init's rows are."""
+    x = torch.from_numpy(vectors).double()  # (W, hidden)
+    x = x - x.mean(0)
+    # Eigenvectors of the hidden x hidden covariance: exact, and cheap for W ~ 50,000.
+    eigvals, eigvecs = torch.linalg.eigh(x.T @ x)  # (hidden,), (hidden, hidden) ascending
+    top = eigvecs[:, eigvals.argsort(descending=True)[:dim]]  # (hidden, min(dim, hidden))
+    y = x @ top  # (W, min(dim, hidden))
+    y = y / y.norm(dim=1).mean()
+    if y.shape[1] < dim:
+        y = F.pad(y, (0, dim - y.shape[1]))  # (W, dim)
+    return y.float().numpy()
+
+
+def word_vectors(source: str, words: list[str], cache: Path, device: torch.device,
+                 trust_remote_code: bool, report: Reporter | None = None) -> np.ndarray:
+    """The encoder's vectors of `words` (cached in `cache`, keyed by teacher weights and words)."""
+    weights = sorted(Path(source).glob("*.safetensors")) + sorted(Path(source).glob("*.bin"))
+    key = hashlib.sha256(json.dumps({
+        "teacher": [sha256_file(w) for w in weights] or [source],
+        "words": hashlib.sha256("\n".join(words).encode()).hexdigest(),
+        "recipe": "last-hidden-mean-v1"}).encode()).hexdigest()[:16]
+    path = cache / key / "words.npy"
+    if not path.is_file():
+        tokenizer = load_tokenizer(source, trust_remote_code)
+        encoder = load_classifier(source, None, trust_remote_code).base_model.to(device)
+        vectors = encode_words(encoder, tokenizer, words, device, report=report)
+        with staged_dir(path.parent, force=True) as tmp:
+            np.save(tmp / "words.npy", vectors, allow_pickle=False)
+    return np.load(path, allow_pickle=False)
+
+
+def teacher_table(vocab: Vocabulary, source: str, dim: int, cache: Path, device: torch.device,
+                  trust_remote_code: bool = False, report: Reporter | None = None
+                  ) -> torch.Tensor:
+    """(|V|, dim) float32: each n-gram's row the mean of its words' projected teacher vectors."""
+    words, ids, offsets = vocabulary_words(vocab)
+    vectors = project(word_vectors(source, words, cache, device, trust_remote_code, report), dim)
+    return F.embedding_bag(torch.from_numpy(ids), torch.from_numpy(vectors),
+                           torch.from_numpy(offsets), mode="mean",
+                           include_last_offset=True)  # (|V|, dim)
