@@ -68,7 +68,7 @@ CUDA_PREFETCH = 3
 
 
 def ahead(batches: Iterator[tuple[int, np.ndarray]], prepare: Callable[[np.ndarray], Batch],
-           prefetch: int) -> Iterator[tuple[int, Batch]]:
+          prefetch: int) -> Iterator[tuple[int, Batch]]:
     """(step, prepare(rows)) for each batch, in order; with `prefetch` > 0, that many batches
     ahead are prepared on as many threads while the caller trains on this one (on CUDA:
     gathered, pinned and copied while the GPU runs the step). The batches are the same either
