@@ -181,41 +181,47 @@ def render_results(datasets: list[DatasetResult], command: str, when: str, host:
             f"| {teacher.texts_per_s:,.0f} | {sp['e2e'] / teacher.texts_per_s:,.1f}x |")
     lines.append("")
     for d in datasets:
-        teacher = d.model("teacher")
-        lines += [f"## {d.name}", "",
-                  f"{d.labels} classes; train {d.n.get('train', 0):,}, dev {d.n.get('dev', 0):,}, "
-                  f"test {d.n.get('test', 0):,}; unlabelled pool after de-duplication "
-                  f"{d.extra.get('pool') or 0:,} texts. "
-                  # a config built in Python has no file to name
-                  + (f"Config `{d.config}`. " if d.config else "") + "Stage times "
-                  "(each from its manifest): "
-                  + ", ".join(f"{k} {v / 60:.1f} min" for k, v in d.stage_s.items())
-                  + f"; baselines {d.baselines_s / 60:.1f} min.", "",
-                  "| model | test acc | dev acc | retention | texts/s | batch | speedup | "
-                  "settings |", "|---|---|---|---|---|---|---|---|"]
-        for m in d.models:
-            mark = " (best student by dev)" if m.name == d.extra["best_student"] else ""
-            dev = "-" if m.dev_accuracy is None else f"{m.dev_accuracy:.4f}"
-            lines.append(f"| {m.name}{mark} | {m.test_accuracy:.4f} | {dev} | "
-                         f"{m.test_accuracy / teacher.test_accuracy:.3f} | "
-                         f"{m.texts_per_s:,.0f} | {m.batch_size} | "
-                         f"{m.texts_per_s / teacher.texts_per_s:,.1f}x | {m.settings} |")
-        lines += ["", "| target | met | margin |", "|---|---|---|"]
-        lines += [f"| {what} | {'yes' if ok else 'NO'} | {margin} |"
-                  for what, ok, margin in targets(d)]
-        p = d.profile
-        lines += ["", f"Where the student's end-to-end time goes (batch {d.profile_batch_size}, "
-                  "ms per 1,000 texts):", "", "| part | ms | share |", "|---|---|---|"]
-        for part, label in PROFILE_PARTS.items():
-            lines.append(f"| {label} | {1000 * p[part]:.1f} | {p[part] / p['total']:.0%} |")
-        lines += [f"| total | {1000 * p['total']:.1f} | |",
-                  f"| (the featuriser alone on one thread) | {1000 * p['featurize_1_thread']:.1f} "
-                  "| |",
-                  f"| (scikit-learn's transform on the same texts, which the featuriser "
-                  f"replaces) | {1000 * p['sklearn_transform']:.1f} | |", ""]
-        if d.name in figures:
-            lines += [f"![{d.name}: accuracy against throughput]({figures[d.name]})", ""]
+        lines += dataset_section(d, figures.get(d.name))
     return "\n".join(lines)
+
+
+def dataset_section(d: DatasetResult, figure: str | None) -> list[str]:
+    """A data set's own section: every model's row, the targets, the student's profile."""
+    teacher = d.model("teacher")
+    lines = [f"## {d.name}", "",
+             f"{d.labels} classes; train {d.n.get('train', 0):,}, dev {d.n.get('dev', 0):,}, "
+             f"test {d.n.get('test', 0):,}; unlabelled pool after de-duplication "
+             f"{d.extra.get('pool') or 0:,} texts. "
+             # a config built in Python has no file to name
+             + (f"Config `{d.config}`. " if d.config else "") + "Stage times "
+             "(each from its manifest): "
+             + ", ".join(f"{k} {v / 60:.1f} min" for k, v in d.stage_s.items())
+             + f"; baselines {d.baselines_s / 60:.1f} min.", "",
+             "| model | test acc | dev acc | retention | texts/s | batch | speedup | "
+             "settings |", "|---|---|---|---|---|---|---|---|"]
+    for m in d.models:
+        mark = " (best student by dev)" if m.name == d.extra["best_student"] else ""
+        dev = "-" if m.dev_accuracy is None else f"{m.dev_accuracy:.4f}"
+        lines.append(f"| {m.name}{mark} | {m.test_accuracy:.4f} | {dev} | "
+                     f"{m.test_accuracy / teacher.test_accuracy:.3f} | "
+                     f"{m.texts_per_s:,.0f} | {m.batch_size} | "
+                     f"{m.texts_per_s / teacher.texts_per_s:,.1f}x | {m.settings} |")
+    lines += ["", "| target | met | margin |", "|---|---|---|"]
+    lines += [f"| {what} | {'yes' if ok else 'NO'} | {margin} |"
+              for what, ok, margin in targets(d)]
+    p = d.profile
+    lines += ["", f"Where the student's end-to-end time goes (batch {d.profile_batch_size}, "
+              "ms per 1,000 texts):", "", "| part | ms | share |", "|---|---|---|"]
+    for part, label in PROFILE_PARTS.items():
+        lines.append(f"| {label} | {1000 * p[part]:.1f} | {p[part] / p['total']:.0%} |")
+    lines += [f"| total | {1000 * p['total']:.1f} | |",
+              f"| (the featuriser alone on one thread) | {1000 * p['featurize_1_thread']:.1f} "
+              "| |",
+              f"| (scikit-learn's transform on the same texts, which the featuriser "
+              f"replaces) | {1000 * p['sklearn_transform']:.1f} | |", ""]
+    if figure:
+        lines += [f"![{d.name}: accuracy against throughput]({figure})", ""]
+    return lines
 
 
 # What follows this line in RESULTS.md (tables written by other runs) is carried over when the
