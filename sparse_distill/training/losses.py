@@ -25,14 +25,31 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return kl * t * t
 
 
+def mixed_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                  gold_rows: torch.Tensor, gold: torch.Tensor, temperature: float,
+                  alpha: float) -> torch.Tensor:
+    """(1 - alpha) x `kd_loss` over the whole batch + alpha x cross-entropy on the rows that
+    have a gold label (`gold_rows`: their positions in the batch; pool texts have none).
+
+    `student.distill.alpha` > 0: the gold labels of the training texts pull beside the teacher,
+    where the teacher is wrong on them."""
+    kd = kd_loss(student_logits, teacher_logits, temperature)
+    ce = F.cross_entropy(student_logits.index_select(0, gold_rows), gold)
+    return (1 - alpha) * kd + alpha * ce
+
+
+def gold_loss(student_logits: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on gold labels: the fine-tuning phase (and the DAN trained from scratch)."""
+    return F.cross_entropy(student_logits, gold)
+
+
 def step_loss(model: SparseDAN, inputs: tuple[torch.Tensor, ...], kd: bool,
               temperature: float, alpha: float) -> torch.Tensor:
-    """The loss of one step on `batch_maker`'s inputs."""
+    """The loss of one step on `corpus.batch_maker`'s inputs: bag tensors, then the teacher's
+    logits (KD) or the gold labels (fine-tuning), then for KD with alpha > 0 the gold rows."""
     logits = model(*inputs[:3])  # (batch, classes)
     if not kd:
-        return F.cross_entropy(logits, inputs[3])
-    loss = kd_loss(logits, inputs[3], temperature)
-    if len(inputs) > 4:  # cross-entropy on the batch's gold-labelled rows
-        ce = F.cross_entropy(logits.index_select(0, inputs[4]), inputs[5])
-        loss = (1 - alpha) * loss + alpha * ce
-    return loss
+        return gold_loss(logits, inputs[3])
+    if len(inputs) > 4:
+        return mixed_kd_loss(logits, inputs[3], inputs[4], inputs[5], temperature, alpha)
+    return kd_loss(logits, inputs[3], temperature)
