@@ -2,8 +2,8 @@
 way outputs are written (under a temporary name beside the target, renamed into place when
 complete), so that an interrupted or failed write never leaves a half-written output.
 
-Temporary names are `.NAME.<random>.tmp` (and `.NAME.<random>.old` for a directory being
-replaced): the run lock's holder sweeps what a killed process left (`stages.rundir`).
+Temporary names are `.NAME.tmp` for a file, `.NAME.<random>.tmp` and `.NAME.<random>.old` for a
+directory: the run lock's holder sweeps what a killed process left (`stages.rundir`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -93,9 +92,12 @@ def replacing(path: str | Path) -> Iterator[Path]:
     starts; whatever the block writes to it by name replaces it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # One name per target: a writer killed before its rename leaves `.NAME.tmp`, which the next
+    # write of NAME truncates and removes (outside a run directory, where no lock holder sweeps,
+    # e.g. `predict -o`, nothing else would).
+    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "xb"):
+        with open(tmp, "wb"):
             pass
         yield tmp
         os.replace(tmp, path)

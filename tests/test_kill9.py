@@ -78,8 +78,8 @@ PHASES = [
     Phase("fine-tuning", "train-student",
           lambda w: _log_has(w / "run/student.partial/log.jsonl", "finetune"), None),
     Phase("eval", "eval", _holding, None),
-    Phase("predict to a file", "predict",
-          lambda w: any(w.glob(".predictions.jsonl.*.tmp")), None),
+    Phase("predict to a file", "predict", lambda w: (w / ".predictions.jsonl.tmp").exists(),
+          None),
     Phase("benchmark", "benchmark", lambda w: True, None),
 ]
 COMMANDS = {
