@@ -83,10 +83,20 @@ def test_version():
     assert result.exit_code == 0 and result.output.startswith("sparse-distill ")
 
 
-def test_python_api_mirrors_the_commands():
+def test_python_api_mirrors_the_commands(config_dict, write_config):
     import sparse_distill as sd
+    from sparse_distill.inference import portable, predict, student
+    from sparse_distill.stages import evaluate, pipeline, teach, train_student, vocab
 
-    for name in ("build_vocab", "teach", "train_student", "evaluate", "run_all", "predict_file"):
-        first, again = getattr(sd, name), getattr(sd, name)
-        assert callable(first) and first is again and first.__name__ == name
-    assert sd.Student.load.__qualname__ == "Student.load"
+    # Each name of the package's front is the function the command runs, from its layer.
+    assert sd.build_vocab is vocab.build_vocab and sd.teach is teach.teach
+    assert sd.train_student is train_student.train_student
+    assert sd.evaluate is evaluate.evaluate and sd.run_all is pipeline.run_all
+    assert sd.predict_file is predict.predict_file and sd.Student is student.Student
+    assert sd.NumpyStudent is portable.NumpyStudent
+    # The README's first lines: a config with overrides, then the vocabulary stage.
+    cfg = sd.load_config(write_config(config_dict), ["vocab.min_df=2"])
+    assert isinstance(cfg, sd.Config) and cfg.vocab.min_df == 2
+    result = sd.build_vocab(cfg)
+    vocab_ = sd.Vocabulary.load(result.output)
+    assert len(vocab_) > 0 and all(df >= 2 for df in vocab_.df)

@@ -57,8 +57,12 @@ def test_ids_are_most_frequent_first():
 
 
 def test_ties_keep_the_order_of_first_occurrence_also_at_the_cut():
-    vocab = fit(["d c b a", "a b"], token_pattern=r"\w", ngram_range=[1, 1], max_features=3)
+    texts = ["d c b a", "a b"]
+    vocab = fit(texts, token_pattern=r"\w", ngram_range=[1, 1], max_features=3)
     assert vocab.ngrams == ["b", "a", "d"]
+    # Where the README says this differs from scikit-learn: its pick among the tied c and d.
+    sk = sklearn_fit(texts, token_pattern=r"\w", ngram_range=(1, 1), max_features=3)
+    assert sorted(sk.vocabulary_) == ["a", "b", "c"]
 
 
 # The same semantics as the default token pattern, spelt so that the regex path counts it: the
