@@ -21,5 +21,5 @@ python -m pytest -q -s -m gpu tests/test_gpu.py  # -s: the CPU-vs-CUDA agreement
 # The size timed first in a process came out slower than the same size timed again (after 30
 # warm-up steps, half the speed; after 100, up to 20% slower): d 1000 is timed last, twice.
 sdistill speed train --device cuda --dims 256 --dims 1000 --dims 1000 --batch-size 2048 \
-  --steps 300 --warmup 100
-sdistill speed gpu --device cuda --cache-dir "$cache"
+  --steps 300 --warmup 100 --json benchmarks/gpu/train.json
+sdistill speed gpu --device cuda --cache-dir "$cache" --json benchmarks/gpu/gpu.json

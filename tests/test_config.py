@@ -215,9 +215,9 @@ def test_settings_added_later_leave_earlier_runs_up_to_date(config_dict):
     # Runs made before student.init existed had random rows: that is what its hash leaves out.
     config_dict["student"] = {"init": "random"}
     cfg = config_from_dict(config_dict)
-    # The hash as it was computed before student.init, its bucket settings and
+    # The hash as it was computed before student.init, its bucket settings, student.seed and
     # teacher.max_windows existed.
-    for section, keys in (("student", ["init", "buckets", "bucket_ngrams", "subwords"]),
+    for section, keys in (("student", ["init", "buckets", "bucket_ngrams", "subwords", "seed"]),
                           ("teacher", ["max_windows"])):
         payload = {section: dataclasses.asdict(getattr(cfg, section))}
         for key in keys:
@@ -225,6 +225,8 @@ def test_settings_added_later_leave_earlier_runs_up_to_date(config_dict):
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         assert cfg.section_hash(section) == hashlib.sha256(blob.encode()).hexdigest()
     config_dict["student"] = {"init": "random", "buckets": 10}
+    assert config_from_dict(config_dict).section_hash("student") != cfg.section_hash("student")
+    config_dict["student"] = {"init": "random", "seed": 14}
     assert config_from_dict(config_dict).section_hash("student") != cfg.section_hash("student")
     # Today's default, teacher rows, is not what those runs did: they are out of date.
     config_dict["student"] = {}

@@ -224,9 +224,22 @@ def benchmark(
     student: Annotated[list[str] | None, typer.Option(
         help="NAME=DIR: also measure this student directory (e.g. one `sdistill shrink` wrote) "
              "as a row named NAME; repeatable; with one config.")] = None,
+    seeds: Annotated[int, typer.Option(
+        min=1, help="Seeds the student and the DAN from scratch are trained at (the config's "
+                    "and the next ones; the students share the run's teacher).")] = 3,
+    ablation: Annotated[Path | None, typer.Option(
+        help="A YAML file of ablation rows per data set (config file stem): {rt: [{name: ..., "
+             "set: [KEY=VALUE, ...]}]}; each row is trained and measured beside the student "
+             "\\[default: ablation.yaml beside the output, if any].",
+        show_default=False)] = None,
+    no_ablation: Annotated[bool, typer.Option(
+        "--no-ablation", help="Measure no ablation rows.")] = False,
+    shrink: Annotated[bool, typer.Option(
+        help="Shrink and export the student and measure each variant.")] = True,
 ) -> None:
-    """Pipeline vs baselines (DAN from scratch, TF-IDF + LR, fastText) on each data set:
-    accuracy, end-to-end throughput, retention, speedup, where the student's time goes."""
+    """Pipeline vs baselines (DAN from scratch, TF-IDF + LR, fastText, model2vec) on each data
+    set: accuracy with bootstrap intervals, seeds, thread-fair speed, retention, speedup, where
+    the student's time goes, ablation rows and shrunk students: all of RESULTS.md."""
     from ..evaluation.results import targets
     from ..stages.benchmark import benchmark as run_benchmark
 
@@ -244,16 +257,20 @@ def benchmark(
             results = run_benchmark(
                 cfgs, output, command=" ".join(["sdistill", "benchmark", *sys.argv[2:]]),
                 report=bars, on_step=lambda step: (bars.close(), err.print(f"[dim]{step}[/]")),
-                extra_students=extra)
+                extra_students=extra, seeds=seeds,
+                ablation=False if no_ablation else ablation, shrink=shrink)
         finally:
             bars.close()
     for d in results:
-        table = Table("model", "test acc", "texts/s", "speedup", title=d.name,
+        fair = d.sitting()
+        table = Table("model", "test acc (95% interval)", "texts/s, 1 thread",
+                      f"texts/s, {fair.cores} cores", "speedup", title=d.name,
                       title_justify="left")
-        teacher = d.model("teacher")
         for m in d.models:
-            table.add_row(m.name, f"{m.test_accuracy:.4f}", f"{m.texts_per_s:,.0f}",
-                          f"{m.texts_per_s / teacher.texts_per_s:,.1f}x")
+            lo, hi = m.interval or (m.test_accuracy, m.test_accuracy)
+            table.add_row(m.name, f"{m.test_accuracy:.4f} ({lo:.3f}-{hi:.3f})",
+                          f"{m.texts_per_s_1:,.0f}", f"{m.texts_per_s:,.0f}",
+                          f"{fair.ratio(m.name, 'teacher', 'all'):,.1f}x")
         out.print(table)
         for what, ok, margin in targets(d):
             out.print(f"  {'met' if ok else '[bold red]missed[/]'}: {what} ({margin})")

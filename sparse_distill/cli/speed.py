@@ -26,6 +26,27 @@ CacheOpt = Annotated[Path | None, typer.Option(
                         "else ~/.cache/sparse-distill].", show_default=False)]
 
 
+JsonOpt = Annotated[Path | None, typer.Option(
+    "--json", help="Also write the figures here as JSON (scripts/gpu_check.sh writes "
+                   "benchmarks/gpu/*.json, which `sdistill benchmark` renders).",
+    show_default=False)]
+
+
+def _write_json(path: Path | None, record: dict[str, object]) -> None:
+    if path is not None:
+        from ..files import atomic_write_json
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, record)
+        out.print(f"wrote {path}")
+
+
+def _command() -> str:
+    import sys
+
+    return " ".join(["sdistill", *sys.argv[1:]])
+
+
 def _reporter() -> Reporter:
     # Plain lines, a few a minute: a timing's progress, not a bar redrawn while it is timed.
     return LogLines(interval=10.0)
@@ -105,12 +126,13 @@ def train(
     prefetch: Annotated[int | None, typer.Option(
         min=0, help="Batches prepared ahead \\[default: the library's, 0 on the CPU].",
         show_default=False)] = None,
+    json_out: JsonOpt = None,
 ) -> None:
     """Samples/s of the student's training loop, and the share of it the device waits.
 
     The library's own loop at |V| 1M on a synthetic Zipf corpus (no data needed), then the same
     steps on batches made beforehand; on CUDA also the peak GPU memory."""
-    from ..evaluation.speed import code_version, train_loop_speed
+    from ..evaluation.speed import code_version, speed_record, train_loop_speed
 
     with user_errors():
         report = _reporter()
@@ -133,6 +155,9 @@ def train(
     worst = max(result.rows, key=lambda r: r.host_wait_share)
     out.print(f"host wait at most {worst.host_wait_share:.1%} (d {worst.dim}); "
               f"sparse_distill {code_version()}")
+    _write_json(json_out, speed_record(
+        _command(), result.device, {"training loop": result.rows},
+        {k: v for k, v in vars(result).items() if k != "rows"}))
 
 
 @speed_app.command("teacher")
@@ -199,13 +224,14 @@ def gpu(
         show_default=False)] = None,
     vocab_size: Annotated[int, typer.Option(min=1, help="The student's |V|.")] = 1_000_000,
     dim: Annotated[int, typer.Option(min=1, help="The student's d and hidden width.")] = 1000,
+    json_out: JsonOpt = None,
 ) -> None:
     """Teachers vs a paper-size student on one device (a GPU): labelling and inference.
 
     Teacher labelling texts/s in fp32 and bf16; teacher and student (|V| 1M, d 1000, random
     weights) inference texts/s at each batch size, end to end and model only, with their
     ratio. Needs `sdistill data fetch rt minilm`."""
-    from ..evaluation.speed import TEACHERS, code_version, gpu_speed
+    from ..evaluation.speed import TEACHERS, code_version, gpu_speed, speed_record
 
     with user_errors():
         report = _reporter()
@@ -242,3 +268,10 @@ def gpu(
                        if r.batch_size == first)
     out.print(f"student / teacher at batch {first}, end to end: {ratios}; sparse_distill "
               f"{code_version()}")
+    _write_json(json_out, speed_record(
+        _command(), result.device,
+        {"teacher labelling, sorted by length (texts/s)": result.labelling,
+         "inference on the documents at max_length 256 (texts/s)": [
+             {**vars(r), "ratio": r.ratio, "model_only_ratio": r.model_only_ratio}
+             for r in result.inference]},
+        {k: v for k, v in vars(result).items() if k not in ("labelling", "inference")}))

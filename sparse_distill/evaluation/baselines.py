@@ -3,9 +3,12 @@ raw texts in, labels out.
 
 - a DAN of the student's architecture trained from scratch on the gold labels only;
 - TF-IDF + logistic regression (scikit-learn);
-- fastText supervised (the `fasttext-numpy2-wheel` package: `pip install -e .[bench]`);
-- model2vec: static embeddings distilled from the teacher's own pretrained encoder, with a
-  classifier fine-tuned on train (`model2vec[train]`: `pip install -e .[bench]`).
+- fastText supervised on the raw text, as its users feed it: line breaks made spaces, and
+  fastText's own tokenisation (split on whitespace) (the `fasttext-numpy2-wheel` package:
+  `pip install -e .[bench]`);
+- model2vec: static embeddings distilled from the teacher's pretrained encoder and from the
+  fine-tuned teacher's encoder, each with a classifier fine-tuned on train, the better on dev
+  kept (`model2vec[train]`: `pip install -e .[bench]`).
 
 Light to import (torch loads only for the DAN): fastText's grid runs in a spawned process that
 imports this module.
@@ -13,7 +16,6 @@ imports this module.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -65,16 +67,20 @@ def train_tfidf_lr(data: LabeledData, seed: int) -> tuple[Predict, float, str]:
     return predict, best[0], settings
 
 
-_FT_TOKEN = re.compile(r"\w+|[^\w\s]")
+# Every character str.splitlines breaks at. fastText ends an example at "\n" (its Python predict
+# refuses one), and reads the Unicode ones (U+0085, U+2028, ...) as part of a word.
+_LINE_BREAKS = dict.fromkeys(map(ord, "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"), " ")
 
 
-def fasttext_text(text: str) -> str:
-    """fastText's usual preprocessing: lower case, punctuation split off, one line."""
-    return " ".join(_FT_TOKEN.findall(text.lower()))
+def fasttext_line(text: str) -> str:
+    """`text` as one fastText line: each line break a space, everything else as it is."""
+    return text.translate(_LINE_BREAKS)
 
 
 def train_fasttext(data: LabeledData, seed: int, workdir: Path) -> tuple[Predict, float, str]:
-    """fastText supervised; word n-grams 2-4, epochs and learning rate picked on dev.
+    """fastText supervised on the raw text (`fasttext_line`: line breaks made spaces; no case
+    folding or punctuation splitting: fastText splits on whitespace itself, as its users run it);
+    word n-grams 2-4, epochs and learning rate picked on dev.
 
     The grid trains in a fresh process: fastText's training reads memory it never wrote, and in
     a process whose heap holds freed data (after the student's training, with glibc set to
@@ -94,7 +100,7 @@ def train_fasttext(data: LabeledData, seed: int, workdir: Path) -> tuple[Predict
     index = {lab: i for i, lab in enumerate(labels)}
     train_path = workdir / "fasttext.train.txt"
     train_path.write_text("".join(
-        f"__label__{index[lab]} {fasttext_text(t)}\n"
+        f"__label__{index[lab]} {fasttext_line(t)}\n"
         for t, lab in zip(data.train.texts, data.train.labels, strict=True)), encoding="utf-8")
     model_path = workdir / "fasttext.bin"
     dev_ids = [index.get(lab, -1) for lab in data.dev.labels]
@@ -106,7 +112,7 @@ def train_fasttext(data: LabeledData, seed: int, workdir: Path) -> tuple[Predict
     model = fasttext.load_model(str(model_path))
 
     def predict(texts: list[str]) -> list[str]:
-        out, _ = model.predict([fasttext_text(t) for t in texts], k=1)
+        out, _ = model.predict([fasttext_line(t) for t in texts], k=1)
         return [labels[int(o[0][len("__label__"):])] for o in out]
 
     return predict, dev_acc, settings
@@ -117,7 +123,7 @@ def _fasttext_grid(train_path: str, dev_texts: list[str], dev_ids: list[int], se
     """Train the grid, save the best model by dev accuracy; (its dev accuracy, its settings)."""
     import fasttext
 
-    dev = [fasttext_text(t) for t in dev_texts]
+    dev = [fasttext_line(t) for t in dev_texts]
     gold = np.asarray(dev_ids)
     best: tuple[float, str] = (-1.0, "")
     for ngrams in (2, 3, 4):
@@ -140,12 +146,20 @@ def _fasttext_grid(train_path: str, dev_texts: list[str], dev_ids: list[int], se
     return best
 
 
-def train_model2vec(data: LabeledData, encoder: str, seed: int, pca_dims: int = 256
-                    ) -> tuple[Predict, float, str]:
+def train_model2vec(data: LabeledData, encoders: dict[str, str], seed: int,
+                    pca_dims: int = 256) -> tuple[Predict, float, str]:
     """model2vec, the peer for fast classification from a transformer: distil static token
-    embeddings from `encoder` (the teacher's pretrained encoder, a local folder), fine-tune
-    model2vec's classifier (embeddings + MLP head) on train with dev for early stopping, and
-    predict with its numpy inference pipeline (`to_pipeline`), as its users deploy it."""
+    embeddings from each of `encoders` (display name -> local model folder: the teacher's
+    pretrained encoder, the fine-tuned teacher), fine-tune model2vec's classifier (embeddings +
+    MLP head) on train with dev for early stopping, and predict with its numpy inference
+    pipeline (`to_pipeline`), as its users deploy it.
+
+    Per encoder, the head's depth and the learning rate are picked on dev (`_M2V_HEADS` x
+    `_M2V_LRS`: 6 settings, so 12 with two encoders, the size of the other peers' grids). A
+    sequence-classification checkpoint distils its encoder: model2vec loads it with AutoModel,
+    which drops the classification head only. Each encoder is distilled once (PCA is an exact
+    eigendecomposition), and each fit seeds itself with `seed`, so a rerun picks the same.
+    """
     try:
         from model2vec.distill import distill
         from model2vec.train import StaticModelForClassification
@@ -154,17 +168,41 @@ def train_model2vec(data: LabeledData, encoder: str, seed: int, pca_dims: int = 
                             "'model2vec[train]' skeletoken (or: pip install -e .[bench])") \
             from None
     assert data.dev is not None
-    static = distill(model_name=encoder, pca_dims=pca_dims)
-    classifier = StaticModelForClassification.from_static_model(model=static)
-    classifier.fit(data.train.texts, data.train.labels, X_val=data.dev.texts,
-                   y_val=data.dev.labels, random_seed=seed)
-    pipeline = classifier.to_pipeline()
+    if not encoders:
+        raise SDistillError("benchmark: model2vec needs at least one encoder to distil")
+    best: tuple[float, Any, str] = (-1.0, None, "")
+    for name, folder in encoders.items():
+        static = distill(model_name=folder, pca_dims=pca_dims)
+        for n_layers in _M2V_HEADS:
+            for lr in _M2V_LRS:
+                classifier = StaticModelForClassification.from_static_model(
+                    model=static, n_layers=n_layers, hidden_dim=_M2V_HIDDEN)
+                classifier.fit(data.train.texts, data.train.labels, learning_rate=lr,
+                               X_val=data.dev.texts, y_val=data.dev.labels, random_seed=seed)
+                pipeline = classifier.to_pipeline()
+                acc = accuracy(_pipeline_predict(pipeline), data.dev.texts, data.dev.labels)
+                if acc > best[0]:
+                    best = (acc, pipeline,
+                            f"distilled from {name} ({Path(folder).name}), PCA to {pca_dims} "
+                            f"dims, head {n_layers} hidden layer{'s' if n_layers > 1 else ''} of "
+                            f"{_M2V_HIDDEN}, lr={lr:g}")
+    return _pipeline_predict(best[1]), best[0], best[2]
 
+
+# model2vec's default head is one hidden layer of 512 trained at lr 1e-3; the grid starts there.
+# A fit costs its epochs (Adam updates the whole embedding table each step), and early stopping
+# ends the larger rates sooner: on trec lr 3e-4 ran 19 epochs, 1e-3 to 1e-2 10-12.
+_M2V_HEADS = (1, 2)
+_M2V_HIDDEN = 512
+_M2V_LRS = (1e-3, 3e-3, 1e-2)
+
+
+def _pipeline_predict(pipeline: Any) -> Predict:
+    """A model2vec `StaticModelPipeline` as a `Predict` (its labels come back as numpy str)."""
     def predict(texts: list[str]) -> list[str]:
         return [str(label) for label in pipeline.predict(texts)]
 
-    dev_acc = accuracy(predict, data.dev.texts, data.dev.labels)
-    return predict, dev_acc, f"distilled from {Path(encoder).name}, PCA to {pca_dims} dims"
+    return predict
 
 
 def train_dan_scratch(cfg: Config, data: LabeledData, workdir: Path, report: Reporter

@@ -27,10 +27,14 @@ def classification_metrics(gold: list[str], pred: list[str], labels: list[str]
             "confusion": confusion_matrix(gold, pred, labels=labels).tolist()}
 
 
+def predictions(predict: Predict, texts: list[str], batch_size: int = 256) -> list[str]:
+    """`predict` over `texts` in batches (a transformer must not get 7,500 texts at once)."""
+    return [p for i in range(0, len(texts), batch_size) for p in predict(texts[i:i + batch_size])]
+
+
 def accuracy(predict: Predict, texts: list[str], gold: list[str], batch_size: int = 256
              ) -> float:
-    """Accuracy of `predict`, called on batches (a transformer must not get 7,500 texts at once)."""
-    pred = [p for i in range(0, len(texts), batch_size) for p in predict(texts[i:i + batch_size])]
+    pred = predictions(predict, texts, batch_size)
     return float(np.mean(np.asarray(pred, dtype=object) == np.asarray(gold, dtype=object)))
 
 

@@ -4,12 +4,16 @@ held to, and RESULTS.md with a figure per data set.
 
 from __future__ import annotations
 
+import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..files import write_then_replace
+from .fair import FairSpeed
 from .timing import PROFILE_PARTS
+from .uncertainty import verdict
 
 
 @dataclass
@@ -17,10 +21,48 @@ class ModelResult:
     name: str
     test_accuracy: float
     dev_accuracy: float | None
+    # texts/s end to end on every core, and on one thread: the fair sitting's (evaluation.fair)
     texts_per_s: float
     batch_size: int
     settings: str = ""
     train_s: float | None = None
+    texts_per_s_1: float = 0.0
+    # "0"/"1" a test text: which it got right (the bootstrap's input)
+    test_correct: str = ""
+    interval: tuple[float, float] | None = None
+    # how it used every core: its own threads, or one process a core
+    scale: str = "processes"
+
+
+@dataclass
+class SeedRow:
+    model: str
+    seed: int
+    dev_accuracy: float
+    test_accuracy: float
+    test_correct: str
+
+
+@dataclass
+class StageTime:
+    stage: str
+    seconds: float
+    ran_now: bool
+    created: str
+    resumed: bool = False
+
+
+@dataclass
+class AblationRow:
+    name: str
+    overrides: list[str]
+    dev_accuracy: float
+    test_accuracy: float
+    interval: tuple[float, float]
+    # against the benchmark's best student on the same test texts (paired bootstrap)
+    verdict: str
+    p: float
+    stages: list[StageTime] = field(default_factory=list)
 
 
 @dataclass
@@ -34,13 +76,19 @@ class DatasetResult:
     profile_batch_size: int
     pipeline_s: float
     baselines_s: float
-    # Each stage's own time, from its manifest (measured when it ran; this run may have skipped
-    # it as up to date).
-    stage_s: dict[str, float] = field(default_factory=dict)
+    stages: list[StageTime] = field(default_factory=list)
+    fair: dict[str, Any] = field(default_factory=dict)
+    seeds: list[SeedRow] = field(default_factory=list)
+    ablation: list[AblationRow] = field(default_factory=list)
+    shrink: list[dict[str, Any]] = field(default_factory=list)
+    config_hash: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def model(self, name: str) -> ModelResult:
         return next(m for m in self.models if m.name == name)
+
+    def sitting(self) -> FairSpeed:
+        return FairSpeed.from_dict(self.fair)
 
 
 BASELINES = ("DAN from scratch (gold only)", "TF-IDF + logistic regression",
@@ -51,21 +99,24 @@ SHORT = {"DAN from scratch (gold only)": "DAN scratch", "TF-IDF + logistic regre
          "TF-IDF + LR", "fastText supervised": "fastText", "model2vec": "model2vec"}
 
 
-def student_speed(d: DatasetResult) -> dict[str, float]:
-    """The best student's texts/s: end to end (as every model was measured), and from the
-    profile, whose parts are timed one right after the other on the same texts and batches:
-    end to end, model only, the featuriser on the student's threads and on one, and
-    scikit-learn's transform. Ratios take both sides from the profile: on a shared machine,
-    figures timed minutes apart differ by more than the ratio is meant to show."""
+def profile_speed(d: DatasetResult) -> dict[str, float]:
+    """The best student's texts/s from the profile, whose parts are timed one right after the
+    other on the same texts and batches: end to end, model only, the featuriser on the
+    student's threads and on one, and scikit-learn's transform."""
     p = d.profile
-    return {"e2e": d.model(d.extra["best_student"]).texts_per_s,
-            "profile_e2e": 1000 / p["total"], "model_only": 1000 / p["model"],
+    return {"profile_e2e": 1000 / p["total"], "model_only": 1000 / p["model"],
             "featurize": 1000 / p["featurize"], "featurize_1": 1000 / p["featurize_1_thread"],
             "sklearn": 1000 / p["sklearn_transform"]}
 
 
+def _points(a: float, b: float) -> str:
+    return f"{100 * (a - b):+.1f} points"
+
+
 def targets(d: DatasetResult) -> list[tuple[str, bool, str]]:
-    """The issues' targets for one data set: (what, met, by how much)."""
+    """The issues' targets for one data set: (what, met, by how much). "beats" needs the paired
+    bootstrap's p < 0.05 on the test texts; a lead without it is a tie. Speed ratios divide
+    figures of the one fair sitting."""
     student = d.model(d.extra["best_student"])
     teacher = d.model("teacher")
     rows = [("student >= 0.97 x teacher", student.test_accuracy >= 0.97 * teacher.test_accuracy,
@@ -73,25 +124,31 @@ def targets(d: DatasetResult) -> list[tuple[str, bool, str]]:
     scratch = d.model("DAN from scratch (gold only)")
     rows.append(("student >= DAN from scratch + 2 points",
                  student.test_accuracy >= scratch.test_accuracy + 0.02,
-                 f"{100 * (student.test_accuracy - scratch.test_accuracy):+.1f} points"))
-    for name in BASELINES[1:]:
+                 _points(student.test_accuracy, scratch.test_accuracy)))
+    for name in BASELINES:
         other = d.model(name)
-        rows.append((f"student >= {name}", student.test_accuracy >= other.test_accuracy,
-                     f"{100 * (student.test_accuracy - other.test_accuracy):+.1f} points"))
-    speed = student_speed(d)
+        kind, p = verdict(student.test_correct, other.test_correct)
+        rows.append((f"student beats {name} (paired bootstrap, p < 0.05)", kind == "beats",
+                     f"{_points(student.test_accuracy, other.test_accuracy)}, p = {p:.3f}: "
+                     f"{kind}"))
+    speed = profile_speed(d)
     rows.append(("featuriser >= 10x scikit-learn's transform (both on one thread)",
                  speed["featurize_1"] >= 10 * speed["sklearn"],
                  f"{speed['featurize_1'] / speed['sklearn']:.1f}x"))
+    fair = d.sitting()
+    best = d.extra["best_student"]
     for name in ("fastText supervised", "model2vec"):
-        rate = d.model(name).texts_per_s
-        rows.append((f"student end to end >= {SHORT[name]}'s texts/s", speed["e2e"] >= rate,
-                     f"{speed['e2e'] / rate:.2f}x"))
+        for column, what in (("1", "one thread each"), ("all", f"{fair.cores} cores each")):
+            ratio = fair.ratio(best, name, column)
+            rows.append((f"student end to end >= {SHORT[name]}'s texts/s, {what}", ratio >= 1,
+                         f"{ratio:.2f}x"))
     # A benchmark file written before devices were recorded ran everything on the CPU.
     where = d.extra.get("teacher_device", "cpu")
-    rows.append(("student end to end >= 300x the teacher" if where == "cpu" else
-                 f"student end to end (cpu) >= 300x the teacher ({where})",
-                 speed["e2e"] >= 300 * teacher.texts_per_s,
-                 f"{speed['e2e'] / teacher.texts_per_s:,.0f}x"))
+    ratio = fair.ratio(best, "teacher", "all")
+    rows.append((f"student end to end >= 300x the teacher, {fair.cores} cores each"
+                 if where == "cpu" else
+                 f"student end to end (cpu) >= 300x the teacher ({where})", ratio >= 300,
+                 f"{ratio:,.0f}x"))
     rows.append(("student end to end >= 50% of its model-only throughput",
                  speed["profile_e2e"] >= 0.5 * speed["model_only"],
                  f"{speed['profile_e2e'] / speed['model_only']:.0%} (profile: "
@@ -117,7 +174,7 @@ def write_figure(d: DatasetResult, path: Path) -> bool:
                    marker=markers.get(m.name, "s"), edgecolors="black" if best else "none",
                    label=f"{m.name}: {m.test_accuracy:.3f}, {m.texts_per_s:,.0f}/s")
     ax.set_xscale("log")
-    ax.set_xlabel("texts/s, end to end on CPU, each at its fastest batch size (log)")
+    ax.set_xlabel("texts/s, end to end on every CPU core, each at its fastest batch size (log)")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{d.name}: accuracy against throughput")
     ax.grid(True, which="both", alpha=0.3)
@@ -136,76 +193,141 @@ def figure_path(out: Path, name: str) -> Path:
     return out.with_name(f"{out.stem}-{name}.png")
 
 
+def _acc(m: ModelResult) -> str:
+    """An accuracy with its 95% bootstrap interval."""
+    if m.interval is None:
+        return f"{m.test_accuracy:.4f}"
+    return f"{m.test_accuracy:.4f} ({m.interval[0]:.3f}-{m.interval[1]:.3f})"
+
+
+def _minutes(stages: list[StageTime]) -> str:
+    """Each stage's wall time, and whether this run did it."""
+    parts = []
+    for t in stages:
+        when = "this run" if t.ran_now else f"up to date, made {t.created[:16].replace('T', ' ')}"
+        parts.append(f"{t.stage} {t.seconds / 60:.1f} min ({when}"
+                     + ("; resumed: the last process's share" if t.resumed else "") + ")")
+    return ", ".join(parts)
+
+
 def render_results(datasets: list[DatasetResult], command: str, when: str, host: str,
-                   commit: str | None, figures: dict[str, str] | None = None) -> str:
+                   commit: str | None, figures: dict[str, str] | None = None,
+                   gpu: list[dict[str, Any]] | None = None) -> str:
+    """RESULTS.md: every figure from `datasets` (and the GPU checks' JSON files), nothing else."""
     figures = figures or {}
+    cores = {d.sitting().cores for d in datasets}
     lines = ["# Benchmark results", "",
              f"- Date: {when}", f"- Machine: {host}",
              f"- Command: `{command}`" + (f" at commit `{commit}`" if commit else ""),
-             "- Accuracy on each data set's test split; every model tuned or selected on dev. "
-             "Throughput is end to end on CPU (raw text in, label out) over the first "
-             "test texts, at each model's fastest batch size, median of repeated runs, all "
-             "measured in the one process. Retention and speedup are against the teacher.",
+             "- Configs (sha256 of the resolved config, run.dir aside): " + ", ".join(
+                 f"`{d.config or d.name}` {d.config_hash}" for d in datasets) + ".",
+             "- Accuracy on each data set's test split, every model tuned or selected on dev, "
+             "with a 95% bootstrap interval over the test texts. \"beats\" means the paired "
+             "bootstrap (both models on the same resampled test texts, 10,000 resamples) gives "
+             "p < 0.05; a lead without it is a tie.",
+             "- Speed: every model timed end to end (raw text in, label out) on the same test "
+             "texts in one sitting, at its fastest batch size, with one thread and with every "
+             f"core ({', '.join(str(c) for c in sorted(cores))}), the rounds interleaving the "
+             "models; the median of the rounds. A model that splits its own work (the "
+             "students' chunks, the teacher's torch threads) gets the cores as threads; "
+             "fastText, TF-IDF + LR and model2vec, whose prediction runs on one thread, run "
+             "one process a core, each on its share of the texts. fastText reads the raw text "
+             "(line breaks made spaces) and splits it its own way. Every speed ratio divides "
+             "two figures of that one sitting.",
              "- What else ran while models were timed (other processes' share of the CPUs, "
              "from /proc/stat): " + ", ".join(
                  f"{d.name} {d.extra['others_cpu_share']:.1%}"
                  if d.extra.get("others_cpu_share") is not None else f"{d.name} not measured"
                  for d in datasets) + ".", ""]
-    lines += ["## Accuracy (test; the student is the best of KD / KD+FT by dev)", "",
-              "| data set | teacher | student | retention | "
+    lines += ["## Accuracy (test, 95% interval; the student is the best of KD / KD+FT by dev)",
+              "", "| data set | teacher | student | retention | "
               + " | ".join(SHORT[n] for n in BASELINES) + " |",
               "|---|---|---|---|" + "---|" * len(BASELINES)]
     for d in datasets:
         teacher, student = d.model("teacher"), d.model(d.extra["best_student"])
-        lines.append(f"| {d.name} | {teacher.test_accuracy:.4f} | {student.test_accuracy:.4f} | "
+        lines.append(f"| {d.name} | {_acc(teacher)} | {_acc(student)} | "
                      f"{student.test_accuracy / teacher.test_accuracy:.3f} | "
-                     + " | ".join(f"{d.model(n).test_accuracy:.4f}" for n in BASELINES) + " |")
-    lines += ["", "## Speed (texts/s, end to end unless said)", "",
-              "| data set | student | student in the profile: end to end / model only | "
-              "featuriser | featuriser, 1 thread | scikit-learn transform | "
-              "featuriser (1 thread) / scikit-learn | fastText | model2vec | TF-IDF + LR | teacher "
-              "| student / teacher |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                     + " | ".join(_acc(d.model(n)) for n in BASELINES) + " |")
+    lines += ["", *_seed_table(datasets)]
+    lines += ["## Speed: one sitting, one thread and every core (texts/s, end to end)", "",
+              "| data set | cores | student, 1 thread | student, all cores | fastText, 1 | "
+              "fastText, all | student / fastText, 1 | student / fastText, all | model2vec, 1 "
+              "| model2vec, all | TF-IDF + LR, 1 | TF-IDF + LR, all | teacher, 1 | teacher, all | "
+              "student / teacher, all |", "|---|" + "---|" * 14]
     for d in datasets:
-        sp = student_speed(d)
-        teacher = d.model("teacher")
+        fair, best = d.sitting(), d.extra["best_student"]
+        r = fair.rates
         lines.append(
-            f"| {d.name} | {sp['e2e']:,.0f} | {sp['profile_e2e']:,.0f} / "
-            f"{sp['model_only']:,.0f} = {sp['profile_e2e'] / sp['model_only']:.0%} "
-            f"| {sp['featurize']:,.0f} "
-            f"| {sp['featurize_1']:,.0f} | {sp['sklearn']:,.0f} "
-            f"| {sp['featurize_1'] / sp['sklearn']:.1f}x "
-            f"| {d.model('fastText supervised').texts_per_s:,.0f} "
-            f"| {d.model('model2vec').texts_per_s:,.0f} "
-            f"| {d.model('TF-IDF + logistic regression').texts_per_s:,.0f} "
-            f"| {teacher.texts_per_s:,.0f} | {sp['e2e'] / teacher.texts_per_s:,.1f}x |")
+            f"| {d.name} | {fair.cores} | {r[best]['1']:,.0f} | {r[best]['all']:,.0f} | "
+            f"{r['fastText supervised']['1']:,.0f} | {r['fastText supervised']['all']:,.0f} | "
+            f"{fair.ratio(best, 'fastText supervised', '1'):.2f}x | "
+            f"{fair.ratio(best, 'fastText supervised', 'all'):.2f}x | "
+            f"{r['model2vec']['1']:,.0f} | {r['model2vec']['all']:,.0f} | "
+            f"{r['TF-IDF + logistic regression']['1']:,.0f} | "
+            f"{r['TF-IDF + logistic regression']['all']:,.0f} | "
+            f"{r['teacher']['1']:,.0f} | {r['teacher']['all']:,.0f} | "
+            f"{fair.ratio(best, 'teacher', 'all'):,.0f}x |")
+    lines += ["", "## The student's featuriser against scikit-learn's transform (the profile)",
+              "", "| data set | student in the profile: end to end / model only | featuriser "
+              "| featuriser, 1 thread | scikit-learn transform | featuriser (1 thread) / "
+              "scikit-learn |", "|---|---|---|---|---|---|"]
+    for d in datasets:
+        sp = profile_speed(d)
+        lines.append(f"| {d.name} | {sp['profile_e2e']:,.0f} / {sp['model_only']:,.0f} = "
+                     f"{sp['profile_e2e'] / sp['model_only']:.0%} | {sp['featurize']:,.0f} | "
+                     f"{sp['featurize_1']:,.0f} | {sp['sklearn']:,.0f} | "
+                     f"{sp['featurize_1'] / sp['sklearn']:.1f}x |")
     lines.append("")
     for d in datasets:
         lines += dataset_section(d, figures.get(d.name))
+    lines += gpu_section(gpu or [])
     return "\n".join(lines)
 
 
+def _seed_table(datasets: list[DatasetResult]) -> list[str]:
+    if not any(len({r.seed for r in d.seeds if r.model == "student"}) > 1 for d in datasets):
+        return []
+    lines = ["## Seeds (test accuracy; the student is the best of KD / KD+FT by dev at each "
+             "seed, sharing the run's teacher)", "",
+             "| data set | model | seeds | test at each seed | mean | min-max | dev at each "
+             "seed |", "|---|---|---|---|---|---|---|"]
+    for d in datasets:
+        for model in ("student", "DAN from scratch (gold only)"):
+            rows = [r for r in d.seeds if r.model == model]
+            if not rows:
+                continue
+            tests = [r.test_accuracy for r in rows]
+            lines.append(f"| {d.name} | {model} | {', '.join(str(r.seed) for r in rows)} | "
+                         f"{', '.join(f'{t:.4f}' for t in tests)} | "
+                         f"{statistics.mean(tests):.4f} | {min(tests):.4f}-{max(tests):.4f} | "
+                         f"{', '.join(f'{r.dev_accuracy:.4f}' for r in rows)} |")
+    return [*lines, ""]
+
+
 def dataset_section(d: DatasetResult, figure: str | None) -> list[str]:
-    """A data set's own section: every model's row, the targets, the student's profile."""
+    """A data set's own section: every model's row, the targets, the student's profile, the
+    ablation rows and the shrunk students."""
     teacher = d.model("teacher")
+    fair = d.sitting()
     lines = [f"## {d.name}", "",
              f"{d.labels} classes; train {d.n.get('train', 0):,}, dev {d.n.get('dev', 0):,}, "
              f"test {d.n.get('test', 0):,}; unlabelled pool after de-duplication "
              f"{d.extra.get('pool') or 0:,} texts. "
              # a config built in Python has no file to name
-             + (f"Config `{d.config}`. " if d.config else "") + "Stage times "
-             "(each from its manifest): "
-             + ", ".join(f"{k} {v / 60:.1f} min" for k, v in d.stage_s.items())
-             + f"; baselines {d.baselines_s / 60:.1f} min.", "",
-             "| model | test acc | dev acc | retention | texts/s | batch | speedup | "
-             "settings |", "|---|---|---|---|---|---|---|---|"]
+             + (f"Config `{d.config}`. " if d.config else "") + "Stage times (wall time, "
+             "from each stage's manifest): " + _minutes(d.stages)
+             + f"; baselines {d.baselines_s / 60:.1f} min (this run).", "",
+             f"| model | test acc (95% interval) | dev acc | retention | texts/s, 1 thread | "
+             f"texts/s, {fair.cores} cores | batch | speedup ({fair.cores} cores) | settings |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for m in d.models:
         mark = " (best student by dev)" if m.name == d.extra["best_student"] else ""
         dev = "-" if m.dev_accuracy is None else f"{m.dev_accuracy:.4f}"
-        lines.append(f"| {m.name}{mark} | {m.test_accuracy:.4f} | {dev} | "
+        how = "threads" if m.scale == "threads" else "processes"
+        lines.append(f"| {m.name}{mark} | {_acc(m)} | {dev} | "
                      f"{m.test_accuracy / teacher.test_accuracy:.3f} | "
-                     f"{m.texts_per_s:,.0f} | {m.batch_size} | "
-                     f"{m.texts_per_s / teacher.texts_per_s:,.1f}x | {m.settings} |")
+                     f"{m.texts_per_s_1:,.0f} | {m.texts_per_s:,.0f} ({how}) | {m.batch_size} | "
+                     f"{fair.ratio(m.name, 'teacher', 'all'):,.1f}x | {m.settings} |")
     lines += ["", "| target | met | margin |", "|---|---|---|"]
     lines += [f"| {what} | {'yes' if ok else 'NO'} | {margin} |"
               for what, ok, margin in targets(d)]
@@ -221,16 +343,97 @@ def dataset_section(d: DatasetResult, figure: str | None) -> list[str]:
               f"replaces) | {1000 * p['sklearn_transform']:.1f} | |", ""]
     if figure:
         lines += [f"![{d.name}: accuracy against throughput]({figure})", ""]
+    lines += ablation_section(d)
+    if d.shrink:
+        lines += [f"### {d.name}: the student shrunk and exported", "",
+                  *render_variants(d.shrink), ""]
     return lines
 
 
-# What follows this line in RESULTS.md (tables written by other runs) is carried over when the
-# benchmark rewrites the file.
-KEEP_MARKER = "<!-- kept across benchmark reruns -->"
+def ablation_section(d: DatasetResult) -> list[str]:
+    """The ablation rows: each a variant run of the config (`--set` overrides), its best
+    student by dev against the benchmark's best student on the same test texts."""
+    if not d.ablation:
+        return []
+    best = d.model(d.extra["best_student"])
+    teacher = d.model("teacher")
+    lines = [f"### {d.name}: ablation (each row the config with these overrides)", "",
+             "| row | overrides | dev | test (95% interval) | retention | against the "
+             "config's student (paired bootstrap) | student stage |",
+             "|---|---|---|---|---|---|---|",
+             f"| the config's student | - | {best.dev_accuracy or 0:.4f} | {_acc(best)} | "
+             f"{best.test_accuracy / teacher.test_accuracy:.3f} | - | "
+             + _minutes([t for t in d.stages if t.stage == "student"]) + " |"]
+    for row in d.ablation:
+        stage = [t for t in row.stages if t.stage == "student"]
+        lines.append(f"| {row.name} | `{' '.join(row.overrides)}` | {row.dev_accuracy:.4f} | "
+                     f"{row.test_accuracy:.4f} ({row.interval[0]:.3f}-{row.interval[1]:.3f}) | "
+                     f"{row.test_accuracy / teacher.test_accuracy:.3f} | "
+                     f"{_points(row.test_accuracy, best.test_accuracy)}, p = {row.p:.3f}: "
+                     f"{row.verdict} | {_minutes(stage)} |")
+    return [*lines, ""]
 
 
-def kept_tail(path: Path) -> str:
-    """The part of an existing results file from KEEP_MARKER on ("" when none)."""
-    old = path.read_text(encoding="utf-8") if path.is_file() else ""
-    at = old.find(KEEP_MARKER)
-    return "\n" + old[at:] if at >= 0 else ""
+SHRINK_HEADER = ["| student | bytes on disk | share | RSS after load / first batch GiB | load s "
+                 "| test accuracy | share of full | agreement with full | texts/s (batch) |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+
+def render_variants(rows: list[dict[str, Any]]) -> list[str]:
+    """The shrink table: `stages.shrink_table.measure_variants`'s rows, one line each."""
+
+    def num(value: float | None, spec: str) -> str:
+        return "n/a" if value is None else format(value, spec)
+
+    lines = list(SHRINK_HEADER)
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['name']} | not measured: {r['skipped']} |" + " |" * 7)
+            continue
+        lines.append(
+            f"| {r['name']} | {r['bytes'] / 2**20:,.1f} MiB | {r['bytes_share']:.1%} | "
+            f"{num(r['rss_load_gib'], '.2f')} / {num(r['rss_first_gib'], '.2f')} | "
+            f"{r['load_s']:.2f} | {r['accuracy']:.4f} | {num(r['accuracy_share'], '.3f')} | "
+            f"{r['agreement']:.4f} | {r['texts_per_s']:,.0f} ({r['batch_size']}) |")
+    return lines
+
+
+
+GPU_FILES = ("train.json", "gpu.json")
+
+
+def read_gpu_results(folder: Path) -> list[dict[str, Any]]:
+    """The GPU checks' results (`scripts/gpu_check.sh` writes them with `sdistill speed train
+    --json` and `speed gpu --json`), [] when there are none."""
+    out = []
+    for name in GPU_FILES:
+        path = folder / name
+        if path.is_file():
+            out.append({"file": name, **json.loads(path.read_text(encoding="utf-8"))})
+    return out
+
+
+def gpu_section(gpu: list[dict[str, Any]]) -> list[str]:
+    lines = ["## GPU", ""]
+    if not gpu:
+        return [*lines, "No GPU figures at this commit: `scripts/gpu_check.sh`, run on a machine "
+                "with an NVIDIA GPU, writes `benchmarks/gpu/*.json`, which the next `sdistill "
+                "benchmark` renders here.", ""]
+    for result in gpu:
+        lines += [f"### `{result['command']}` ({result['file']}: {result['date']}, "
+                  f"{result['device']}, {result['code_version']})", ""]
+        for title, rows in result["tables"].items():
+            if not rows:
+                continue
+            columns = list(rows[0])
+            lines += [f"{title}:", "", "| " + " | ".join(columns) + " |",
+                      "|" + "---|" * len(columns)]
+            lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
+            lines.append("")
+    return lines
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.4g}"
+    return str(value)

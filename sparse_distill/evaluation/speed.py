@@ -207,6 +207,21 @@ class TrainLoopSpeed:
     rows: list[LoopSpeed]
 
 
+def speed_record(command: str, device: str, tables: dict[str, list[Any]],
+                 setting: dict[str, Any]) -> dict[str, Any]:
+    """A measurement as `sdistill benchmark` renders it in RESULTS.md's GPU section: the
+    command, when and with which code, and its tables (rows of dataclasses or dicts)."""
+    import dataclasses
+    from datetime import datetime, timezone
+
+    def row(r: Any) -> dict[str, Any]:
+        return dataclasses.asdict(r) if dataclasses.is_dataclass(r) else dict(r)
+
+    return {"command": command, "device": device, "code_version": code_version(),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "setting": setting, "tables": {k: [row(r) for r in v] for k, v in tables.items()}}
+
+
 GATHERS = {"auto": None, "host": False, "device": True}
 
 

@@ -1,16 +1,26 @@
-"""`sdistill benchmark`: the pipeline against real baselines, written up as one Markdown file.
+"""`sdistill benchmark`: the pipeline against real baselines, written up as RESULTS.md and
+RESULTS.json, every figure made by this command at the commit it names.
 
-For each config: run the pipeline (stages that are up to date are skipped), then, in this one
-process, train the baselines (`evaluation.baselines`) on the same train/dev split and measure
-every model the same way: test and dev accuracy, and end-to-end CPU throughput (raw text in,
-label out) on the same test texts, at each model's fastest batch size. The student is also
-profiled (featuriser, model, the rest) beside scikit-learn's transform on the same texts, and
-each data set gets an accuracy-against-throughput figure. What else used the CPU while models
-were timed is measured (Linux) and written down with the figures.
+For each config: run the pipeline (stages that are up to date are skipped, and the file says
+when each ran), then, in this one process, train the baselines (`evaluation.baselines`) on the
+same train/dev split, and:
+- score every model on the test split, with a 95% bootstrap interval over the test texts, and
+  decide "beats" between the student and each peer by the paired bootstrap
+  (`evaluation.uncertainty`);
+- train the student and the DAN from scratch at more seeds (`seeds`), the students in variant
+  runs that share the main run's teacher (`stages.variants`);
+- time every model in one thread-fair sitting (`evaluation.fair`): one thread, and every core;
+- profile the student beside scikit-learn's transform;
+- train the ablation rows of `ablation` (variant runs: `benchmarks/ablation.yaml`);
+- shrink and export the student and measure each variant (`stages.shrink_table`).
+The GPU section is rendered from the JSON files `scripts/gpu_check.sh` writes beside the output
+(`gpu/*.json`), when there are any.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 import tempfile
@@ -19,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,16 +40,21 @@ from ..evaluation.baselines import (
     train_model2vec,
     train_tfidf_lr,
 )
-from ..evaluation.metrics import Predict, accuracy
+from ..evaluation.fair import Contender, Scale, fair_speed
+from ..evaluation.metrics import Predict, accuracy, predictions
 from ..evaluation.results import (
+    AblationRow,
     DatasetResult,
     ModelResult,
+    SeedRow,
+    StageTime,
     figure_path,
-    kept_tail,
+    read_gpu_results,
     render_results,
     write_figure,
 )
 from ..evaluation.timing import OtherLoad, machine, profile_student, throughput
+from ..evaluation.uncertainty import bootstrap_interval, correct_bits, verdict
 from ..files import atomic_write_json, atomic_write_text
 from ..inference.artifact import read_student
 from ..inference.student import Student
@@ -48,15 +64,20 @@ from ..training.data import LabeledData, load_labeled
 from ..training.hf import model_source
 from ..training.runtime import runtime
 from ..training.teacher import Teacher
-from .config import as_config
+from .config import apply_overrides, as_config, config_from_dict
 from .pipeline import run_all
 from .rundir import StageResult, teacher_source
+from .shrink_table import measure_variants
+from .variants import Variant, read_variants, run_variant, variant_config
+
+BEST_STUDENT_NAMES = ("student (KD)", "student (KD+FT)")
 
 
 @dataclass
 class _Sitting:
-    """One data set's measurements in progress: every model is timed on the same texts, batch
-    sizes and repeats, with the machine's other load measured while it is."""
+    """One data set's measurements in progress: every model scored on the test split, and its
+    fastest batch size found on the same texts, batch sizes and repeats; the thread-fair timing
+    of all of them comes after (`fair_speed`)."""
 
     data: LabeledData
     texts: list[str]
@@ -64,25 +85,34 @@ class _Sitting:
     repeats: int
     say: Callable[[str], None]
     models: list[ModelResult] = field(default_factory=list)
-    load: OtherLoad = field(default_factory=OtherLoad)
+    contenders: list[Contender] = field(default_factory=list)
 
     def add(self, name: str, predict: Predict, dev_acc: float | None, settings: str,
-            train_s: float | None = None, sizes: Sequence[int] | None = None) -> None:
-        assert self.data.test is not None
+            train_s: float | None = None, sizes: Sequence[int] | None = None,
+            scale: Scale = "processes", set_threads: Callable[[int], None] | None = None
+            ) -> None:
+        test = self.data.test
+        assert test is not None
         self.say(f"measuring {name}")
-        test_acc = accuracy(predict, self.data.test.texts, self.data.test.labels)
-        self.load.start()
-        rate, bs = throughput(predict, self.texts, sizes or self.batch_sizes, self.repeats)
-        self.load.stop()
-        self.models.append(ModelResult(name, test_acc, dev_acc, rate, bs, settings, train_s))
+        bits = correct_bits(predictions(predict, test.texts, 128), test.labels)
+        # The batch size it runs fastest at, as its users run it (its own threads); the figures
+        # reported are the fair sitting's, at this batch size.
+        _, bs = throughput(predict, self.texts, sizes or self.batch_sizes, self.repeats)
+        self.models.append(ModelResult(
+            name, bits.count("1") / max(len(bits), 1), dev_acc, 0.0, bs, settings, train_s,
+            test_correct=bits, interval=bootstrap_interval(bits), scale=scale))
+        self.contenders.append(Contender(name, predict, bs, scale, set_threads))
 
 
 def benchmark_config(cfg: Config | str | Path, report: Reporter | None = None,
                      on_step: Callable[[str], None] | None = None,
-                     extra_students: dict[str, Path] | None = None) -> DatasetResult:
+                     extra_students: dict[str, Path] | None = None, seeds: int = 3,
+                     ablation: Sequence[Variant] = (), shrink: bool = True) -> DatasetResult:
     """Run the pipeline for `cfg`, train the baselines, measure every model on its test split.
     `extra_students`: more student directories (shrunk ones, say) measured beside the run's, as
-    rows named by their keys."""
+    rows named by their keys. `seeds`: students and DANs from scratch trained at that many
+    seeds (the config's and the next ones). `ablation`: variant runs measured beside the
+    student. `shrink`: the student's shrunk and exported variants measured."""
     cfg = as_config(cfg)
     check_benchmarkable(cfg)
     report = report or Reporter()
@@ -98,29 +128,69 @@ def benchmark_config(cfg: Config | str | Path, report: Reporter | None = None,
                        [b for b in cfg.eval.batch_sizes if b > 1] or [32], cfg.eval.repeats, say)
     teacher_device = _measure_teacher(cfg, sitting)
     students = _measure_students(cfg, results, sitting, extra_students or {})
-    baselines_s = _measure_baselines(cfg, sitting, report)
+    baselines_s, scratch = _measure_baselines(cfg, sitting, report)
     # The best by dev; on a tie the simpler KD student.
     best_student = max((m for m in sitting.models if m.name in students),
                        key=lambda m: m.dev_accuracy or 0.0)
+    seed_rows = _seed_rows(cfg, data, sitting, best_student, scratch, seeds, report, say)
+    say("timing every model: one thread, then every core")
+    load = OtherLoad()
+    load.start()
+    fair = fair_speed(sitting.contenders, sitting.texts, rounds=sitting.repeats)
     say("profiling the student")
-    sitting.load.start()
     profile = profile_student(students[best_student.name], sitting.texts,
                               best_student.batch_size, sitting.repeats)
-    sitting.load.stop()
-    run_dir = cfg.run_dir()
+    load.stop()
+    for m in sitting.models:
+        m.texts_per_s, m.texts_per_s_1 = fair.rates[m.name]["all"], fair.rates[m.name]["1"]
+    ablation_rows = [_ablation_row(cfg, row, data, best_student, report, say)
+                     for row in ablation]
+    shrink_rows: list[dict[str, Any]] = []
+    if shrink:
+        say("shrinking and exporting the student")
+        with tempfile.TemporaryDirectory(prefix="sdistill-shrink-",
+                                         dir=cfg.run_dir()) as work:
+            shrink_rows = measure_variants(
+                cfg.run_dir() / "student", data.test.texts, data.test.labels, Path(work),
+                sitting.batch_sizes, sitting.repeats, on_step=say)
     return DatasetResult(
-        name=Path(cfg._path).stem if getattr(cfg, "_path", None) else run_dir.name,
+        name=dataset_name(cfg),
         config=str(getattr(cfg, "_path", "")), n={s.name: len(s.texts) for s in data.splits()},
         labels=len(data.labels), models=sitting.models, profile=profile,
         profile_batch_size=best_student.batch_size, pipeline_s=pipeline_s,
-        baselines_s=baselines_s,
-        stage_s={stage: r.manifest.get("timings", {}).get("total_s", 0.0)
-                 for stage, r in results.items()},
+        baselines_s=baselines_s, stages=stage_times(results),
+        fair=asdict(fair), seeds=seed_rows, ablation=ablation_rows, shrink=shrink_rows,
+        config_hash=config_hash(cfg),
         extra={"pool": results["teacher"].manifest.get("counts", {}).get("pool", {}).get("kept"),
-               "best_student": best_student.name, "others_cpu_share": sitting.load.share(),
+               "best_student": best_student.name, "others_cpu_share": load.share(),
                "vocab_size": len(students[best_student.name].featurizer.vocab),
                # The students and baselines run on the CPU, the teacher on run.device.
                "teacher_device": teacher_device})
+
+
+def config_hash(cfg: Config) -> str:
+    """sha256 (first 12 hex digits) of the resolved config, run.dir aside: what the figures
+    were made from, wherever the run directory was."""
+    data = cfg.to_dict()
+    data["run"] = {k: v for k, v in data["run"].items() if k != "dir"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def stage_times(results: dict[str, StageResult]) -> list[StageTime]:
+    """Each stage's wall time from its manifest, with whether this run did the work (or found it
+    up to date, made on the manifest's date) and whether the work resumed a stopped run (the
+    time is then the last process's share only)."""
+    out = []
+    for stage, r in results.items():
+        m = r.manifest
+        resumed = bool((m.get("finetune") or {}).get("resumed_from")
+                       or (m.get("labelling") or {}).get("resumed_shards")
+                       or any((p or {}).get("resumed") for p in
+                              (m.get("results") or {}).values() if isinstance(p, dict)))
+        out.append(StageTime(stage, float(m.get("timings", {}).get("total_s", 0.0)),
+                             ran_now=not r.skipped, created=str(m.get("created", "")),
+                             resumed=resumed))
+    return out
 
 
 def _measure_teacher(cfg: Config, sitting: _Sitting) -> str:
@@ -138,8 +208,16 @@ def _measure_teacher(cfg: Config, sitting: _Sitting) -> str:
                                              sitting.data.dev.labels),
                 f"{Path(t.model).name}, max_length {t.max_length}, {teacher.precision}, "
                 f"on {rt.device}",
-                sizes=[b for b in sitting.batch_sizes if b <= 128] or sitting.batch_sizes[:1])
+                sizes=[b for b in sitting.batch_sizes if b <= 128] or sitting.batch_sizes[:1],
+                scale="threads", set_threads=torch.set_num_threads)
     return str(rt.device)
+
+
+def _student_threads(student: Student) -> Callable[[int], None]:
+    def set_threads(n: int) -> None:
+        student.threads = n
+
+    return set_threads
 
 
 def _measure_students(cfg: Config, results: dict[str, StageResult], sitting: _Sitting,
@@ -152,13 +230,15 @@ def _measure_students(cfg: Config, results: dict[str, StageResult], sitting: _Si
     students = {"student (KD)": Student.load(student_dir, "model-kd.safetensors")}
     sitting.add("student (KD)", students["student (KD)"].predict, trained["kd"]["dev_accuracy"],
                 f"d={cfg.student.embedding_dim}, hidden {cfg.student.hidden_dims}, "
-                f"|V|={len(students['student (KD)'].featurizer.vocab):,}")
+                f"|V|={len(students['student (KD)'].featurizer.vocab):,}", scale="threads",
+                set_threads=_student_threads(students["student (KD)"]))
     if "kd_ft" in trained:
         # The fine-tune starts from the KD weights and keeps them unless dev improves.
         students["student (KD+FT)"] = Student.load(student_dir)
         sitting.add("student (KD+FT)", students["student (KD+FT)"].predict,
                     trained["kd_ft"]["dev_accuracy"], "fine-tuned on gold; KD weights kept "
-                    "unless dev improved")
+                    "unless dev improved", scale="threads",
+                    set_threads=_student_threads(students["student (KD+FT)"]))
     for name, directory in extra.items():
         other = Student.load(directory)
         if other.labels != sitting.data.labels:
@@ -167,21 +247,25 @@ def _measure_students(cfg: Config, results: dict[str, StageResult], sitting: _Si
         shrunk = read_student(directory).get("shrunk")
         sitting.add(name, other.predict, accuracy(other.predict, sitting.data.dev.texts,
                                                   sitting.data.dev.labels),
-                    f"{shrunk['summary'] if shrunk else 'a student directory'}: {directory}")
+                    f"{shrunk['summary'] if shrunk else 'a student directory'}: {directory}",
+                    scale="threads", set_threads=_student_threads(other))
     return students
 
 
-def _measure_baselines(cfg: Config, sitting: _Sitting, report: Reporter) -> float:
-    """Train and measure each baseline; returns the seconds they took in all."""
+def _measure_baselines(cfg: Config, sitting: _Sitting, report: Reporter
+                       ) -> tuple[float, Student]:
+    """Train and measure each baseline; returns the seconds they took in all, and the DAN
+    from scratch."""
     start = time.perf_counter()
     data, seed, say = sitting.data, cfg.run.seed, sitting.say
     with tempfile.TemporaryDirectory(prefix="sdistill-bench-") as tmp:
         say("training DAN from scratch")
         t0 = time.perf_counter()
-        predict, dev_acc, settings, _ = train_dan_scratch(cfg, data, Path(tmp), report)
+        predict, dev_acc, settings, scratch = train_dan_scratch(cfg, data, Path(tmp), report)
         report.close()
         sitting.add("DAN from scratch (gold only)", predict, dev_acc, settings,
-                    time.perf_counter() - t0)
+                    time.perf_counter() - t0, scale="threads",
+                    set_threads=_student_threads(scratch))
         say("training TF-IDF + logistic regression")
         t0 = time.perf_counter()
         predict, dev_acc, settings = train_tfidf_lr(data, seed)
@@ -193,10 +277,72 @@ def _measure_baselines(cfg: Config, sitting: _Sitting, report: Reporter) -> floa
         sitting.add("fastText supervised", predict, dev_acc, settings, time.perf_counter() - t0)
     say("training model2vec")
     t0 = time.perf_counter()
-    # The teacher's own pretrained encoder: the same knowledge, distilled model2vec's way.
-    predict, dev_acc, settings = train_model2vec(data, model_source(cfg.teacher.model), seed)
+    # The teacher's own encoder, distilled model2vec's way: as pretrained, and as fine-tuned.
+    encoders = {f"pretrained {Path(cfg.teacher.model).name}": model_source(cfg.teacher.model)}
+    tuned = teacher_source(cfg.run_dir())
+    if tuned != encoders[next(iter(encoders))]:
+        encoders["the fine-tuned teacher"] = tuned
+    predict, dev_acc, settings = train_model2vec(data, encoders, seed)
     sitting.add("model2vec", predict, dev_acc, settings, time.perf_counter() - t0)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, scratch
+
+
+def _best_by_dev(student_dir: Path, manifest: dict[str, Any]) -> tuple[str, float]:
+    """The weights file of a student stage's best student by dev (KD on a tie), its dev."""
+    trained = manifest["results"]
+    kd, ft = trained["kd"]["dev_accuracy"], trained.get("kd_ft", {}).get("dev_accuracy")
+    if ft is not None and ft > kd:
+        return "model.safetensors", ft
+    return "model-kd.safetensors", kd
+
+
+def _seed_rows(cfg: Config, data: LabeledData, sitting: _Sitting, best: ModelResult,
+               scratch: Student, seeds: int, report: Reporter, say: Callable[[str], None]
+               ) -> list[SeedRow]:
+    """The student (best of KD / KD+FT by dev at each seed) and the DAN from scratch at `seeds`
+    seeds: the run's own first, then students of student.seed = seed + 1, ... in variant runs
+    sharing the run's teacher, and DANs of run.seed = seed + 1, ..."""
+    assert data.test is not None
+    scratch_row = next(m for m in sitting.models if m.name == "DAN from scratch (gold only)")
+    first = cfg.student_seed()
+    rows = [SeedRow("student", first, best.dev_accuracy or 0.0, best.test_accuracy,
+                    best.test_correct),
+            SeedRow("DAN from scratch (gold only)", cfg.run.seed, scratch_row.dev_accuracy or 0.0,
+                    scratch_row.test_accuracy, scratch_row.test_correct)]
+    for k in range(1, seeds):
+        say(f"student at seed {first + k}")
+        variant = variant_config(cfg, f"seed-{first + k}", [f"student.seed={first + k}"])
+        stages = run_variant(cfg, variant, report)
+        weights, dev = _best_by_dev(variant.run_dir() / "student", stages["student"].manifest)
+        student = Student.load(variant.run_dir() / "student", weights)
+        bits = correct_bits(predictions(student.predict, data.test.texts), data.test.labels)
+        rows.append(SeedRow("student", first + k, dev, bits.count("1") / len(bits), bits))
+        say(f"DAN from scratch at seed {cfg.run.seed + k}")
+        reseeded = config_from_dict(
+            apply_overrides(cfg.to_dict(), [f"run.seed={cfg.run.seed + k}"]), check_inputs=False)
+        with tempfile.TemporaryDirectory(prefix="sdistill-bench-") as tmp:
+            predict, dev, _, _ = train_dan_scratch(reseeded, data, Path(tmp), report)
+            report.close()
+        bits = correct_bits(predictions(predict, data.test.texts), data.test.labels)
+        rows.append(SeedRow("DAN from scratch (gold only)", cfg.run.seed + k, dev,
+                            bits.count("1") / len(bits), bits))
+    return rows
+
+
+def _ablation_row(cfg: Config, row: Variant, data: LabeledData, best: ModelResult,
+                  report: Reporter, say: Callable[[str], None]) -> AblationRow:
+    """A variant run's best student by dev, against the run's best student on the same test
+    texts (paired bootstrap)."""
+    assert data.test is not None
+    say(f"ablation: {row.name}")
+    variant = variant_config(cfg, row.name, row.overrides)
+    stages = run_variant(cfg, variant, report)
+    weights, dev = _best_by_dev(variant.run_dir() / "student", stages["student"].manifest)
+    student = Student.load(variant.run_dir() / "student", weights)
+    bits = correct_bits(predictions(student.predict, data.test.texts), data.test.labels)
+    kind, p = verdict(bits, best.test_correct)
+    return AblationRow(row.name, row.overrides, dev, bits.count("1") / len(bits),
+                       bootstrap_interval(bits), kind, p, stage_times(stages))
 
 
 def check_benchmarkable(cfg: Config) -> None:
@@ -209,10 +355,17 @@ def check_benchmarkable(cfg: Config) -> None:
 
 def benchmark(configs: Sequence[str | Path | Config], out: str | Path, command: str = "",
               report: Reporter | None = None, on_step: Callable[[str], None] | None = None,
-              extra_students: dict[str, Path] | None = None) -> list[DatasetResult]:
+              extra_students: dict[str, Path] | None = None, seeds: int = 3,
+              ablation: str | Path | bool | None = None, shrink: bool = True
+              ) -> list[DatasetResult]:
     """Benchmark every config; write `out` (Markdown) and the same figures as JSON beside it.
-    `extra_students` (with one config only): see `benchmark_config`."""
+    `extra_students` (with one config only): see `benchmark_config`. `ablation`: a YAML file of
+    rows per data set (the config file's stem), `{rt: [{name: ..., set: [KEY=VALUE, ...]}]}`;
+    by default the `ablation.yaml` beside `out` where there is one; False: none."""
     out = Path(out)
+    if ablation is None and (out.parent / "ablation.yaml").is_file():
+        ablation = out.parent / "ablation.yaml"
+    ablation = None if ablation is False or ablation is None else Path(ablation)
     cfgs = [as_config(c) for c in configs]  # every config is checked before any work
     for cfg in cfgs:
         check_benchmarkable(cfg)
@@ -221,30 +374,45 @@ def benchmark(configs: Sequence[str | Path | Config], out: str | Path, command: 
                         f"config, not {len(cfgs)}")
     for name, directory in (extra_students or {}).items():
         read_student(directory, f"check --student {name}={directory}")
+    rows = {id(cfg): read_variants(ablation, dataset_name(cfg)) if ablation else []
+            for cfg in cfgs}
     results: list[DatasetResult] = []
     commit = git_commit()
     out.parent.mkdir(parents=True, exist_ok=True)
     figures: dict[str, str] = {}
-    tail = kept_tail(out)
+    gpu = read_gpu_results(out.parent / "gpu")
     for cfg in cfgs:
-        results.append(benchmark_config(cfg, report, on_step, extra_students))
+        results.append(benchmark_config(cfg, report, on_step, extra_students, seeds,
+                                        rows[id(cfg)], shrink))
         d = results[-1]
         if write_figure(d, figure_path(out, d.name)):
             figures[d.name] = figure_path(out, d.name).name
         # Written after every data set: a long run that stops keeps what it finished.
         when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         text = render_results(results, command or " ".join(sys.argv), when, machine(), commit,
-                              figures)
-        atomic_write_text(out, text + tail)
+                              figures, gpu)
+        atomic_write_text(out, text)
         atomic_write_json(out.with_suffix(".json"), {
             "date": when, "machine": machine(), "command": command, "commit": commit,
-            "datasets": [asdict(d) for d in results]})
+            "ablation_file": str(ablation) if ablation else None, "seeds": seeds,
+            "datasets": [asdict(d) for d in results], "gpu": gpu})
     return results
 
 
+def dataset_name(cfg: Config) -> str:
+    """A data set's name in RESULTS.md and the ablation file: its config file's stem."""
+    path = getattr(cfg, "_path", None)
+    return Path(path).stem if path else cfg.run_dir().name
+
+
 def git_commit() -> str | None:
+    """The commit the figures were made at; "+changes" when the work tree differs from it."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True, timeout=10).stdout.strip() or None
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True,
+                               timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
+    return (head + "+changes" if dirty else head) or None

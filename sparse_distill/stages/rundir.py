@@ -121,7 +121,7 @@ def fingerprint(cfg: Config, stage: str, inputs: list[dict[str, Any]]) -> dict[s
     }
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def stage_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     diffs = []
     for section, digest in new["config_hash"].items():
         if old.get("config_hash", {}).get(section) != digest:
@@ -157,7 +157,7 @@ def check_output(cfg: Config, stage: str, fp: dict[str, Any], force: bool) -> bo
     if manifest is None:
         raise StageError(f"{out} exists but has no readable manifest.json; rerun with --force "
                          f"to overwrite it: {command(stage, cfg, force=True)}")
-    diffs = _differences(manifest.get("fingerprint", {}), fp)
+    diffs = stage_differences(manifest.get("fingerprint", {}), fp)
     if not diffs:
         return True
     raise StageError(f"{out} was built from other inputs ({'; '.join(diffs)}); rerun with --force "
@@ -169,7 +169,7 @@ def stage_state(cfg: Config, stage: str) -> list[str]:
     manifest = read_manifest(cfg.run_dir() / stage)
     if manifest is None:
         return ["no output yet"]
-    return _differences(manifest.get("fingerprint", {}),
+    return stage_differences(manifest.get("fingerprint", {}),
                         fingerprint(cfg, stage, input_fingerprints(cfg)))
 
 
@@ -184,7 +184,7 @@ def check_upstream(cfg: Config, stage: str) -> None:
         if manifest is None:
             raise StageError(f"{stage} needs the {up} stage's output, and {out} has none; "
                              f"run `{command(up, cfg)}` first")
-        diffs = _differences(manifest.get("fingerprint", {}), fingerprint(cfg, up, inputs))
+        diffs = stage_differences(manifest.get("fingerprint", {}), fingerprint(cfg, up, inputs))
         if diffs:
             raise StageError(f"{out} is out of date ({'; '.join(diffs)}); "
                              f"run `{command(up, cfg, force=True)}` first")
@@ -213,7 +213,7 @@ def make_manifest(cfg: Config, stage: str, fp: dict[str, Any], inputs: list[dict
         "stage": stage,
         "package_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "seed": cfg.run.seed,
+        "seed": cfg.student_seed() if stage == "student" else cfg.run.seed,
         "fingerprint": fp,
         "config": {s: cfg.to_dict()[s] for s in STAGE_SECTIONS[stage]},
         "inputs": inputs,

@@ -113,7 +113,7 @@ def _runtime(cfg: Config) -> Runtime:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
     reuse_freed_memory()
-    torch.manual_seed(cfg.run.seed)
+    torch.manual_seed(cfg.student_seed())
     return rt
 
 
@@ -185,7 +185,7 @@ def _train(cfg: Config, model: SparseDAN, data: StudentData, rt: Runtime, work: 
                       rt.device, work, "distill")
     kd_state = run_phase(kd, data.bag, data.teacher_logits, data.gold, data.train_rows,
                          data.dev, steps, d.batch_size, eval_every, d.patience, d.temperature,
-                         d.alpha, cfg.run.seed, log, report)
+                         d.alpha, cfg.student_seed(), log, report)
     timings["distill_s"] = time.perf_counter() - start
     model.load_state_dict(load_file(str(kd.best_path)))
     results: dict[str, Any] = {"kd": {"dev_accuracy": kd_state["best"],
@@ -204,7 +204,7 @@ def _train(cfg: Config, model: SparseDAN, data: StudentData, rt: Runtime, work: 
             save_weights(model.state_dict(), ft.best_path)
         ft_state = run_phase(ft, data.bag, None, data.gold, data.train_rows, data.dev,
                              ft_cfg.epochs * per_epoch, ft_cfg.batch_size, per_epoch,
-                             ft_cfg.patience, 1.0, 0.0, cfg.run.seed + 1, log, report)
+                             ft_cfg.patience, 1.0, 0.0, cfg.student_seed() + 1, log, report)
         timings["finetune_s"] = time.perf_counter() - start
         results["kd_ft"] = {"dev_accuracy": ft_state["best"], "best_step": ft_state["best_step"],
                             "steps": ft_state["step"]}

@@ -207,6 +207,9 @@ class StudentConfig:
     buckets: int = field(default=0, metadata=_range(ge=0))
     bucket_ngrams: bool = True
     subwords: list[int] = field(default_factory=lambda: [3, 5])
+    # The student stage's own seed (None: run.seed). Students of several seeds can then share
+    # one teacher, whose labels depend on run.seed: the benchmark's seed rows are made so.
+    seed: int | None = field(default=None, metadata=_range(ge=0))
     distill: DistillConfig = field(default_factory=DistillConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
@@ -239,7 +242,8 @@ HASHED_ONLY_WHEN_SET = [("student", "init", "random"), ("teacher", "max_windows"
                ("data", "augment.neighbour_prob", 0.0), ("data", "augment.neighbour_model", None),
                ("data", "augment.neighbours", 10), ("data", "augment.splice_prob", 0.0),
                ("student", "buckets", 0), ("student", "bucket_ngrams", True),
-               ("student", "subwords", [3, 5]), ("data", "max_bad_fraction", 0.01)]
+               ("student", "subwords", [3, 5]), ("data", "max_bad_fraction", 0.01),
+               ("student", "seed", None)]
 
 
 @dataclass
@@ -283,6 +287,10 @@ class Config:
 
     def run_dir(self) -> Path:
         return Path(expand_path(self.run.dir))
+
+    def student_seed(self) -> int:
+        """The seed of the student stage: student.seed, else run.seed."""
+        return self.run.seed if self.student.seed is None else self.student.seed
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,106 @@
+"""Runs that differ from a config's run by a few `--set` overrides: the benchmark's seed rows and
+ablation rows (`benchmarks/ablation.yaml`).
+
+A variant lives in `RUN/variants/NAME/`. Each stage whose config and inputs are the same as the
+main run's starts as a hard-linked copy of the main run's output (no disk, no time), so that a
+row that changes only the student trains only a student; a row that changes the pool labels
+its own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+from ..files import staged_dir
+from ..progress import Reporter
+from ..training.config import Config
+from .config import apply_overrides, config_from_dict
+from .rundir import (
+    STAGE_UPSTREAM,
+    StageResult,
+    fingerprint,
+    input_fingerprints,
+    read_manifest,
+    stage_differences,
+)
+from .teach import teach
+from .train_student import train_student
+from .vocab import build_vocab
+
+
+@dataclass
+class Variant:
+    name: str
+    overrides: list[str]
+
+
+def variant_config(cfg: Config, name: str, overrides: list[str]) -> Config:
+    """`cfg` with `overrides`, run in RUN/variants/<name>."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "variant"
+    run_dir = cfg.run_dir() / "variants" / slug
+    data = apply_overrides(cfg.to_dict(), [*overrides, f"run.dir={run_dir}"])
+    out = config_from_dict(data, check_inputs=False)
+    out._path = getattr(cfg, "_path", None)  # type: ignore[attr-defined]
+    return out
+
+
+def _share(main: Config, variant: Config, stage: str) -> None:
+    """Hard-link the main run's `stage` output into the variant when the variant would build the
+    same thing (same config sections, inputs and upstream outputs)."""
+    src, dst = main.run_dir() / stage, variant.run_dir() / stage
+    manifest = read_manifest(src)
+    if dst.exists() or manifest is None or any(
+            not (variant.run_dir() / up).exists() for up in STAGE_UPSTREAM[stage]):
+        return
+    wanted = fingerprint(variant, stage, input_fingerprints(variant))
+    # The upstream digests name the main run's files, hard-linked: the same bytes.
+    if stage_differences(manifest.get("fingerprint", {}), wanted):
+        return
+    with staged_dir(dst, force=False) as tmp:
+        shutil.rmtree(tmp)
+        shutil.copytree(src, tmp, copy_function=os.link)
+
+
+def run_variant(main: Config, variant: Config, report: Reporter | None = None
+                ) -> dict[str, StageResult]:
+    """The variant's vocab, teacher and student stages, each shared with the main run where it
+    can be (the benchmark measures the student itself: no eval stage)."""
+    report = report or Reporter()
+    results: dict[str, StageResult] = {}
+    for stage, run in (("vocab", lambda c: build_vocab(c)),
+                       ("teacher", lambda c: teach(c, report=report)),
+                       ("student", lambda c: train_student(c, report=report))):
+        _share(main, variant, stage)
+        results[stage] = run(variant)
+        report.close()
+    return results
+
+
+def read_variants(path: Path, dataset: str) -> list[Variant]:
+    """The rows of `dataset` in an ablation file: `{dataset: [{name: ..., set: [KEY=VALUE,
+    ...]}, ...]}`."""
+    try:
+        data: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError([f"{path}: cannot read it as YAML ({exc})"]) from None
+    rows = data.get(dataset, []) if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise ConfigError([f"{path}: {dataset}: expected a list of rows, each "
+                           "{name: ..., set: [KEY=VALUE, ...]}"])
+    out = []
+    for i, row in enumerate(rows):
+        ok = isinstance(row, dict) and isinstance(row.get("name"), str) and isinstance(
+            row.get("set"), list) and all(isinstance(s, str) for s in row["set"])
+        if not ok:
+            raise ConfigError([f"{path}: {dataset}[{i}]: expected {{name: TEXT, set: "
+                               f"[KEY=VALUE, ...]}}, got {row!r}"])
+        out.append(Variant(row["name"], list(row["set"])))
+    return out
