@@ -28,10 +28,14 @@ def _split(name: str, n: int, offset: int, good: str = "excellent", bad: str = "
     return Split(name=name, texts=texts, labels=labels, stats=SourceStats(name, "", "jsonl"))
 
 
-@pytest.fixture
-def separable() -> LabeledData:
+def _separable() -> LabeledData:
     return LabeledData(train=_split("train", 60, 0), dev=_split("dev", 20, 100),
                        test=_split("test", 20, 200), labels=["neg", "pos"])
+
+
+@pytest.fixture
+def separable() -> LabeledData:
+    return _separable()
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +121,19 @@ def test_model2vec_distils_the_encoder_of_a_classification_checkpoint(tiny_bert,
                                                     pca_dims=16).embedding, atol=1e-3)
 
 
-def test_model2vec_searches_both_encoders_and_repeats_its_pick(separable, tiny_bert,
-                                                               tiny_bert_finetuned):
-    encoders = {"pretrained": str(tiny_bert), "fine-tuned": str(tiny_bert_finetuned)}
-    predict, dev_acc, settings = train_model2vec(separable, encoders, seed=0, pca_dims=16)
+def _tiny_encoders(tiny_bert: Path, tiny_bert_finetuned: Path) -> dict[str, str]:
+    return {"pretrained": str(tiny_bert), "fine-tuned": str(tiny_bert_finetuned)}
+
+
+@pytest.fixture(scope="module")
+def model2vec_pick(tiny_bert: Path, tiny_bert_finetuned: Path) -> tuple[Any, float, str]:
+    """train_model2vec's search over both tiny encoders, once for the tests that read it."""
+    return train_model2vec(_separable(), _tiny_encoders(tiny_bert, tiny_bert_finetuned), seed=0,
+                           pca_dims=16)
+
+
+def test_model2vec_searches_both_encoders(separable, model2vec_pick):
+    predict, dev_acc, settings = model2vec_pick
     # Dev accuracy is measured through the numpy pipeline that predict wraps, on items it never
     # trained on. Test accuracy is not asserted: its item numbers are word pieces the tiny
     # tokenizer never saw.
@@ -128,11 +141,16 @@ def test_model2vec_searches_both_encoders_and_repeats_its_pick(separable, tiny_b
     predictions = predict(separable.test.texts)
     assert len(predictions) == len(separable.test.texts) and set(predictions) <= {"neg", "pos"}
     assert settings.startswith(("distilled from pretrained (", "distilled from fine-tuned ("))
-    assert ", PCA to 16 dims, " in settings
-    again, dev_acc_again, settings_again = train_model2vec(separable, encoders, seed=0,
-                                                           pca_dims=16)
+    assert ", PCA to 16 dims, head " in settings and ", lr=" in settings
+
+
+def test_model2vec_picks_the_same_when_run_again(separable, model2vec_pick, tiny_bert,
+                                                 tiny_bert_finetuned):
+    predict, dev_acc, settings = model2vec_pick
+    again, dev_acc_again, settings_again = train_model2vec(
+        separable, _tiny_encoders(tiny_bert, tiny_bert_finetuned), seed=0, pca_dims=16)
     assert (dev_acc_again, settings_again) == (dev_acc, settings)
-    assert again(separable.test.texts) == predictions
+    assert again(separable.test.texts) == predict(separable.test.texts)
 
 
 class _FakeStatic:

@@ -1,4 +1,5 @@
-"""The benchmark's own code on tiny data: baselines train, figures add up, tables render."""
+"""The benchmark's own code on tiny data: figures add up, tables render (the baselines are
+tested in test_baselines.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,6 @@ from conftest import student_section, teacher_config
 from typer.testing import CliRunner
 
 from sparse_distill.cli import app
-from sparse_distill.evaluation.baselines import (
-    train_fasttext,
-    train_tfidf_lr,
-)
 from sparse_distill.evaluation.fair import FairSpeed
 from sparse_distill.evaluation.results import (
     DatasetResult,
@@ -25,37 +22,6 @@ from sparse_distill.evaluation.results import (
     write_figure,
 )
 from sparse_distill.evaluation.timing import OtherLoad, throughput
-from sparse_distill.training.data import LabeledData, SourceStats, Split
-
-
-def _split(name: str, n: int, offset: int) -> Split:
-    # Separable by one word, with a shared filler word: any working classifier gets it right.
-    texts, labels = [], []
-    for i in range(n):
-        good = (i + offset) % 2 == 0
-        texts.append(f"item {i + offset} was {'excellent' if good else 'awful'} overall")
-        labels.append("pos" if good else "neg")
-    return Split(name=name, texts=texts, labels=labels, stats=SourceStats(name, "", "jsonl"))
-
-
-@pytest.fixture
-def separable() -> LabeledData:
-    return LabeledData(train=_split("train", 60, 0), dev=_split("dev", 20, 100),
-                       test=_split("test", 20, 200), labels=["neg", "pos"])
-
-
-def test_tfidf_lr_learns_and_reports_its_choice(separable):
-    predict, dev_acc, settings = train_tfidf_lr(separable, seed=0)
-    assert dev_acc == 1.0
-    assert predict(separable.test.texts) == separable.test.labels
-    assert settings.startswith("word 1-") and "C=" in settings
-
-
-def test_fasttext_learns_and_reports_its_choice(separable, tmp_path):
-    predict, dev_acc, settings = train_fasttext(separable, seed=0, workdir=tmp_path)
-    assert dev_acc == 1.0
-    assert predict(separable.test.texts) == separable.test.labels
-    assert "wordNgrams=" in settings
 
 
 def test_throughput_picks_the_fastest_batch_size():

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import student_section, teacher_config
 from typer.testing import CliRunner
 
 from sparse_distill.cli import app
+from sparse_distill.evaluation.results import untimed
 from sparse_distill.inference.student import Student
 
 MODELS = ["teacher", "student (KD)", "student (KD+FT)", "DAN from scratch (gold only)",
@@ -38,11 +40,22 @@ def bench(tiny_classifier: Path, tmp_path_factory: pytest.TempPathFactory
     out = tmp / "bench" / "RESULTS.md"
     out.parent.mkdir()
     out.write_text("an earlier report, hand-typed\n")
-    result = CliRunner().invoke(app, ["benchmark", str(config), "-o", str(out), "--seeds", "2",
-                                      "--ablation", str(ablation)])
+    args = ["benchmark", str(config), "-o", str(out), "--seeds", "2", "--ablation",
+            str(ablation)]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert f"replaced {out}" in result.output  # said, not silent
-    return out, json.loads(out.with_suffix(".json").read_text()), out.read_text(), tmp / "run"
+    first = json.loads(out.with_suffix(".json").read_text()), out.read_text()
+    # Again at the same commit: every stage and variant up to date, the baselines trained and
+    # every model measured anew.
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    BENCH_AGAIN.update(json=json.loads(out.with_suffix(".json").read_text()),
+                       text=out.read_text())
+    return out, first[0], first[1], tmp / "run"
+
+
+BENCH_AGAIN: dict[str, Any] = {}
 
 
 def test_every_figure_comes_from_this_run(bench):
@@ -121,3 +134,20 @@ def test_shrunk_students_are_measured(bench):
     names = [r["name"] for r in d["shrink"]]
     assert names[0] == "full" and len(names) >= 7
     assert "### toy: the student shrunk and exported" in text
+
+
+def test_a_second_run_repeats_every_figure_but_the_timings(bench):
+    _, figures, text, _ = bench
+    again = BENCH_AGAIN["json"]
+    assert untimed(again) == untimed(figures)
+    (d,) = again["datasets"]
+    assert not any(s["ran_now"] for s in d["stages"])
+    assert "up to date, made" in BENCH_AGAIN["text"]
+    # the Markdown differs only on lines that carry a timing, a date or a stage's provenance
+    # (the profile's rows: ms per 1,000 texts and their shares)
+    timed = re.compile(r"/s|texts/s|ms|min|Date|x \||x$|\d+x|share of the CPUs|threads\)|"
+                       r"processes\)|GiB|MiB|\(batch|\(profile: |\| [\d.]+ \| (\d+%)? ?\|$")
+    changed = [(a, b) for a, b in zip(text.splitlines(), BENCH_AGAIN["text"].splitlines(),
+                                      strict=True) if a != b]
+    untimed_lines = [a for a, _ in changed if not timed.search(a)]
+    assert changed and not untimed_lines, untimed_lines[:3]

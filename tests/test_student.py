@@ -269,8 +269,12 @@ def test_a_fine_tune_resumed_after_a_crash_equals_an_uninterrupted_one(config_di
         train_student(broken)
     monkeypatch.setattr(trainer_mod.PhaseTrainer, "save", real_save)
     resumed = train_student(broken).manifest
-    assert resumed["results"] == json.loads(
-        (tmp_path / "a" / "student" / "manifest.json").read_text())["results"]
+    whole = json.loads((tmp_path / "a" / "student" / "manifest.json").read_text())["results"]
+    # the same results, and each phase says it resumed (its time is then this process's share:
+    # the finished KD phase's checkpoint, the fine-tune's after its first epoch)
+    assert [resumed["results"][p].pop("resumed") for p in ("kd", "kd_ft")] == [True, True]
+    assert [whole[p].pop("resumed") for p in ("kd", "kd_ft")] == [False, False]
+    assert resumed["results"] == whole
     assert (tmp_path / "b" / "student" / "model.safetensors").read_bytes() == \
         (tmp_path / "a" / "student" / "model.safetensors").read_bytes()
 

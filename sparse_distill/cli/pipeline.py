@@ -236,6 +236,9 @@ def benchmark(
         "--no-ablation", help="Measure no ablation rows.")] = False,
     shrink: Annotated[bool, typer.Option(
         help="Shrink and export the student and measure each variant.")] = True,
+    readme: Annotated[Path | None, typer.Option(
+        help="Also rewrite this README's block of benchmark figures (between its markers) "
+             "from the new RESULTS.json.", show_default=False)] = None,
 ) -> None:
     """Pipeline vs baselines (DAN from scratch, TF-IDF + LR, fastText, model2vec) on each data
     set: accuracy with bootstrap intervals, seeds, thread-fair speed, retention, speedup, where
@@ -275,3 +278,15 @@ def benchmark(
         for what, ok, margin in targets(d):
             out.print(f"  {'met' if ok else '[bold red]missed[/]'}: {what} ({margin})")
     out.print(f"{'replaced' if existed else 'wrote'} {output} and {output.with_suffix('.json')}")
+    if readme is not None:
+        import json
+
+        from ..evaluation.results import update_readme
+
+        with user_errors():
+            try:
+                update_readme(readme, json.loads(output.with_suffix(".json").read_text(
+                    encoding="utf-8")))
+            except ValueError as exc:
+                raise SDistillError(f"--readme: {exc}") from None
+        out.print(f"updated the benchmark figures in {readme}")

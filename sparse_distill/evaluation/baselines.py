@@ -146,6 +146,14 @@ def _fasttext_grid(train_path: str, dev_texts: list[str], dev_ids: list[int], se
     return best
 
 
+# model2vec's default head is one hidden layer of 512 trained at lr 1e-3; the grid starts there.
+# A fit costs its epochs (Adam updates the whole embedding table each step), and early stopping
+# ends the larger rates sooner: on trec lr 3e-4 ran 19 epochs, 1e-3 to 1e-2 10-12.
+_M2V_HEADS = (1, 2)
+_M2V_HIDDEN = 512
+_M2V_LRS = (1e-3, 3e-3, 1e-2)
+
+
 def train_model2vec(data: LabeledData, encoders: dict[str, str], seed: int,
                     pca_dims: int = 256) -> tuple[Predict, float, str]:
     """model2vec, the peer for fast classification from a transformer: distil static token
@@ -187,14 +195,6 @@ def train_model2vec(data: LabeledData, encoders: dict[str, str], seed: int,
                             f"dims, head {n_layers} hidden layer{'s' if n_layers > 1 else ''} of "
                             f"{_M2V_HIDDEN}, lr={lr:g}")
     return _pipeline_predict(best[1]), best[0], best[2]
-
-
-# model2vec's default head is one hidden layer of 512 trained at lr 1e-3; the grid starts there.
-# A fit costs its epochs (Adam updates the whole embedding table each step), and early stopping
-# ends the larger rates sooner: on trec lr 3e-4 ran 19 epochs, 1e-3 to 1e-2 10-12.
-_M2V_HEADS = (1, 2)
-_M2V_HIDDEN = 512
-_M2V_LRS = (1e-3, 3e-3, 1e-2)
 
 
 def _pipeline_predict(pipeline: Any) -> Predict:

@@ -437,3 +437,64 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.4g}"
     return str(value)
+
+
+README_BEGIN = "<!-- benchmarks/RESULTS.json figures (sdistill benchmark --readme) -->"
+README_END = "<!-- end of the figures from benchmarks/RESULTS.json -->"
+
+
+def readme_figures(results: dict[str, Any]) -> str:
+    """README's benchmark figures, made from RESULTS.json's contents alone (a test holds the
+    README to them): per data set, every model's test accuracy with its interval and its
+    texts/s at one thread and every core, and the student against each peer."""
+    lines = [README_BEGIN,
+             f"`{results['command']}` at commit `{results['commit']}`, {results['date']}, "
+             f"{results['machine']} (`benchmarks/RESULTS.md` has every figure):", ""]
+    for raw in results["datasets"]:
+        models = [ModelResult(**{**m, "interval": tuple(m["interval"]) if m.get("interval")
+                                 else None}) for m in raw["models"]]
+        fair = FairSpeed.from_dict(raw["fair"])
+        best = raw["extra"]["best_student"]
+        student = next(m for m in models if m.name == best)
+        lines += [f"| {raw['name']} | test accuracy (95% interval) | texts/s, 1 thread | "
+                  f"texts/s, {fair.cores} cores | student against it (paired bootstrap) |",
+                  "|---|---|---|---|---|"]
+        for m in models:
+            against = ""
+            if m.name in BASELINES:
+                kind, p = verdict(student.test_correct, m.test_correct)
+                against = f"{_points(student.test_accuracy, m.test_accuracy)}, p = {p:.3f}: {kind}"
+            lines.append(f"| {m.name} | {_acc(m)} | {m.texts_per_s_1:,.0f} | "
+                         f"{m.texts_per_s:,.0f} | {against} |")
+        lines.append("")
+    return "\n".join([*lines, README_END])
+
+
+def update_readme(readme: Path, results: dict[str, Any]) -> None:
+    """Replace README's block of benchmark figures with `readme_figures(results)`."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme}: no block between {README_BEGIN!r} and {README_END!r}")
+    write_then_replace(readme, lambda tmp: tmp.write_text(
+        text[:start] + readme_figures(results) + text[end + len(README_END):],
+        encoding="utf-8"))
+
+
+# RESULTS.json keys whose values are timings, memory or when/where they were taken: what two
+# runs of the benchmark at one commit may differ in. The batch size is the fastest one found.
+TIMED_KEYS = frozenset({
+    "date", "machine", "texts_per_s", "texts_per_s_1", "batch_size", "train_s", "fair",
+    "profile", "profile_batch_size", "pipeline_s", "baselines_s", "seconds", "created",
+    "ran_now", "resumed", "others_cpu_share", "rss_load_gib", "rss_first_gib", "load_s",
+    "directory", "command"})
+
+
+def untimed(value: Any) -> Any:
+    """RESULTS.json's contents without its timings (`TIMED_KEYS`): what must be identical when
+    the benchmark runs again at the same commit on the same data."""
+    if isinstance(value, dict):
+        return {k: untimed(v) for k, v in value.items() if k not in TIMED_KEYS}
+    if isinstance(value, list):
+        return [untimed(v) for v in value]
+    return value

@@ -70,8 +70,6 @@ from .rundir import StageResult, teacher_source
 from .shrink_table import measure_variants
 from .variants import Variant, read_variants, run_variant, variant_config
 
-BEST_STUDENT_NAMES = ("student (KD)", "student (KD+FT)")
-
 
 @dataclass
 class _Sitting:

@@ -191,7 +191,9 @@ def _train(cfg: Config, model: SparseDAN, data: StudentData, rt: Runtime, work: 
     results: dict[str, Any] = {"kd": {"dev_accuracy": kd_state["best"],
                                       "best_step": kd_state["best_step"],
                                       "steps": kd_state["step"], "planned_steps": steps,
-                                      "eval_every": eval_every}}
+                                      "eval_every": eval_every,
+                                      # the phase's time is then the last process's share
+                                      "resumed": kd_state["resumed"]}}
     ft_cfg = s.finetune
     if ft_cfg.epochs > 0:
         start = time.perf_counter()
@@ -207,7 +209,7 @@ def _train(cfg: Config, model: SparseDAN, data: StudentData, rt: Runtime, work: 
                              ft_cfg.patience, 1.0, 0.0, cfg.student_seed() + 1, log, report)
         timings["finetune_s"] = time.perf_counter() - start
         results["kd_ft"] = {"dev_accuracy": ft_state["best"], "best_step": ft_state["best_step"],
-                            "steps": ft_state["step"]}
+                            "steps": ft_state["step"], "resumed": ft_state["resumed"]}
     return results
 
 

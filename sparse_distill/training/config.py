@@ -199,7 +199,7 @@ class StudentConfig:
     dense_precision: Literal["auto", "fp32", "bf16"] = "auto"
     # The table's starting rows: each n-gram's words as the teacher's encoder sees them
     # (training.embed_init), or random (the paper). teacher: dev was higher with it on all three
-    # data sets tried (rt, trec, 20ng; benchmarks/RESULTS.md), for about a minute.
+    # data sets tried (rt, trec, 20ng; benchmarks/HISTORY.md), for about a minute.
     init: Literal["random", "teacher"] = "teacher"
     # Hashed rows after the vocabulary's for what it lacks (fastText's buckets; 0: none, as in
     # the paper): its unseen word n-grams (bucket_ngrams) and the character n-grams, of lengths

@@ -63,7 +63,7 @@ Batch = tuple[np.ndarray, tuple[torch.Tensor, ...]]
 
 # Batches prepared ahead on CUDA, each on its own thread: one thread keeps up with the GPU on
 # average, but its time varies with the GIL held by the step's kernel launches, and the GPU waits
-# whenever one batch comes late (`sdistill speed train`; benchmarks/RESULTS.md, GPU).
+# whenever one batch comes late (`sdistill speed train`; benchmarks/HISTORY.md, GPU).
 CUDA_PREFETCH = 3
 
 
@@ -93,7 +93,7 @@ class ResidentCorpus:
     gathered there: the host then handles (batch,)-sized arrays a step, not (nnz,)-sized ones.
 
     On CUDA the host's gathering (one thread a batch, sharing the GIL with the step's kernel
-    launches) held the GPU waiting up to 27% of a step at d = 1000 (benchmarks/RESULTS.md, GPU).
+    launches) held the GPU waiting up to 27% of a step at d = 1000 (benchmarks/HISTORY.md, GPU).
     The weights are those `bag_tensors` makes, row by row the same arithmetic, so the batches
     are the host path's exactly.
     """
