@@ -4,8 +4,8 @@ and its exports (`sdistill export`), each measured in a fresh process.
 `measure_variants` makes each variant of `VARIANTS` under a work directory, then runs this module
 as a child process per variant (`python -m sparse_distill.stages.shrink_table ARGS OUT`), so that
 its resident memory after loading and after a first batch, and its load time after the imports,
-are that variant's own. `render_variants` writes the rows as the Markdown table of
-benchmarks/RESULTS.md.
+are that variant's own. `evaluation.results.render_variants` writes the rows as the Markdown
+table of benchmarks/RESULTS.md.
 
 This module's top level imports only the standard library and the package's base: the child
 runs it, and must load only what its variant's loader needs (the parent's shrink and export
@@ -71,6 +71,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("numpy export of full", export="numpy"),
     Variant("onnx export of full", export="onnx"),
 )
+
 
 def measure_variants(student_dir: Path, texts: list[str], labels: list[str], work: Path,
                      batch_sizes: Sequence[int], repeats: int,
