@@ -40,7 +40,7 @@ LOADERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 
 
 @dataclass(frozen=True)
-class Variant:
+class ShrinkRow:
     """One row: the full student (no shrink, no export), a shrunk copy, or an export of the
     full student."""
 
@@ -61,15 +61,15 @@ class Variant:
 
 # 33% + int8: the largest share of rows whose int8 table (d + 8 bytes a row, 264 of 1,024 at
 # d 256) and vocabulary stay within 10% of the full student's bytes.
-VARIANTS: tuple[Variant, ...] = (
-    Variant("full"),
-    Variant("10% of rows", {"keep_share": 0.1}),
-    Variant("3% of rows", {"keep_share": 0.03}),
-    Variant("int8", {"dtype": "int8"}),
-    Variant("10% + int8", {"keep_share": 0.1, "dtype": "int8"}),
-    Variant("33% + int8", {"keep_share": 0.33, "dtype": "int8"}),
-    Variant("numpy export of full", export="numpy"),
-    Variant("onnx export of full", export="onnx"),
+VARIANTS: tuple[ShrinkRow, ...] = (
+    ShrinkRow("full"),
+    ShrinkRow("10% of rows", {"keep_share": 0.1}),
+    ShrinkRow("3% of rows", {"keep_share": 0.03}),
+    ShrinkRow("int8", {"dtype": "int8"}),
+    ShrinkRow("10% + int8", {"keep_share": 0.1, "dtype": "int8"}),
+    ShrinkRow("33% + int8", {"keep_share": 0.33, "dtype": "int8"}),
+    ShrinkRow("numpy export of full", export="numpy"),
+    ShrinkRow("onnx export of full", export="onnx"),
 )
 
 
@@ -153,7 +153,7 @@ def _share_equal(a: list[str], b: list[str]) -> float:
     return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
 
 
-def _run_child(variant: Variant, directory: Path, texts_file: Path, tmp: Path,
+def _run_child(variant: ShrinkRow, directory: Path, texts_file: Path, tmp: Path,
                batch_sizes: Sequence[int], repeats: int, min_texts: int) -> dict[str, Any]:
     """This module's `_child` on `directory`, in a fresh interpreter; its figures and labels."""
     args, out = tmp / f"{variant.slug}.args.json", tmp / f"{variant.slug}.out.json"
