@@ -167,3 +167,17 @@ def user_path_error(key: str, exc: KeyError) -> SDistillError:
     """An unset `$VAR` in a configured path, as one line naming the key."""
     return SDistillError(f"{key}: environment variable ${exc.args[0]} is not set; set it or "
                          "write the path out")
+
+
+# ---------------------------------------------------------------------------------------------
+# This process
+
+
+def resident_gib() -> float | None:
+    """This process's resident memory (Linux /proc), else None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            line = next(x for x in f if x.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return None
+    return int(line.split()[1]) / 2**20  # kB -> GiB

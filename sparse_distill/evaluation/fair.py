@@ -16,6 +16,7 @@ import math
 import multiprocessing
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -74,8 +75,6 @@ def _threads(n: int) -> Any:
 
 
 def _set_torch_threads(n: int) -> None:
-    import sys
-
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(n)
@@ -192,7 +191,5 @@ def fair_speed(contenders: Sequence[Contender], texts: list[str], rounds: int = 
 
 
 def _torch_threads() -> int:
-    import sys
-
     torch = sys.modules.get("torch")
     return torch.get_num_threads() if torch is not None else 1

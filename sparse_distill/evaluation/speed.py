@@ -24,6 +24,7 @@ import torch
 
 from .. import __version__
 from ..errors import DataError, SDistillError
+from ..files import resident_gib
 from ..inference.featurize import Bag
 from ..inference.network import SparseDAN
 from ..inference.readers import format_from_name, read_text_file
@@ -116,16 +117,6 @@ class StudentComparison:
     repeats: int
     device: str
     students: list[StudentSpeed]
-
-
-def resident_gib() -> float | None:
-    """This process's resident memory (Linux /proc), else None."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            line = next(x for x in f if x.startswith("VmRSS:"))
-    except (OSError, StopIteration):
-        return None
-    return int(line.split()[1]) / 2**20  # kB -> GiB
 
 
 def table_rows(student: Student) -> int:

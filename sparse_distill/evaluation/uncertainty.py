@@ -22,6 +22,11 @@ def correct_bits(predicted: Sequence[str], gold: Sequence[str]) -> str:
     return "".join("1" if p == g else "0" for p, g in zip(predicted, gold, strict=True))
 
 
+def bits_accuracy(bits: str) -> float:
+    """The accuracy `correct_bits` records (0.0 for no texts)."""
+    return bits.count("1") / len(bits) if bits else 0.0
+
+
 def _array(bits: str) -> np.ndarray:
     return np.frombuffer(bits.encode("ascii"), dtype=np.uint8) - ord("0")
 

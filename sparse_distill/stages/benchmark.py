@@ -54,7 +54,7 @@ from ..evaluation.results import (
     write_figure,
 )
 from ..evaluation.timing import OtherLoad, machine, profile_student, throughput
-from ..evaluation.uncertainty import bootstrap_interval, correct_bits, verdict
+from ..evaluation.uncertainty import bits_accuracy, bootstrap_interval, correct_bits, verdict
 from ..files import atomic_write_json, atomic_write_text
 from ..inference.artifact import read_student
 from ..inference.student import Student
@@ -97,7 +97,7 @@ class _Sitting:
         # reported are the fair sitting's, at this batch size.
         _, bs = throughput(predict, self.texts, sizes or self.batch_sizes, self.repeats)
         self.models.append(ModelResult(
-            name, bits.count("1") / max(len(bits), 1), dev_acc, 0.0, bs, settings, train_s,
+            name, bits_accuracy(bits), dev_acc, 0.0, bs, settings, train_s,
             test_correct=bits, interval=bootstrap_interval(bits), scale=scale))
         self.contenders.append(Contender(name, predict, bs, scale, set_threads))
 
@@ -126,11 +126,11 @@ def benchmark_config(cfg: Config | str | Path, report: Reporter | None = None,
                        [b for b in cfg.eval.batch_sizes if b > 1] or [32], cfg.eval.repeats, say)
     teacher_device = _measure_teacher(cfg, sitting)
     students = _measure_students(cfg, results, sitting, extra_students or {})
-    baselines_s, scratch = _measure_baselines(cfg, sitting, report)
+    baselines_s = _measure_baselines(cfg, sitting, report)
     # The best by dev; on a tie the simpler KD student.
     best_student = max((m for m in sitting.models if m.name in students),
                        key=lambda m: m.dev_accuracy or 0.0)
-    seed_rows = _seed_rows(cfg, data, sitting, best_student, scratch, seeds, report, say)
+    seed_rows = _seed_rows(cfg, data, sitting, best_student, seeds, report, say)
     say("timing every model: one thread, then every core")
     load = OtherLoad()
     load.start()
@@ -250,10 +250,8 @@ def _measure_students(cfg: Config, results: dict[str, StageResult], sitting: _Si
     return students
 
 
-def _measure_baselines(cfg: Config, sitting: _Sitting, report: Reporter
-                       ) -> tuple[float, Student]:
-    """Train and measure each baseline; returns the seconds they took in all, and the DAN
-    from scratch."""
+def _measure_baselines(cfg: Config, sitting: _Sitting, report: Reporter) -> float:
+    """Train and measure each baseline; returns the seconds they took in all."""
     start = time.perf_counter()
     data, seed, say = sitting.data, cfg.run.seed, sitting.say
     with tempfile.TemporaryDirectory(prefix="sdistill-bench-") as tmp:
@@ -282,7 +280,7 @@ def _measure_baselines(cfg: Config, sitting: _Sitting, report: Reporter
         encoders["the fine-tuned teacher"] = tuned
     predict, dev_acc, settings = train_model2vec(data, encoders, seed)
     sitting.add("model2vec", predict, dev_acc, settings, time.perf_counter() - t0)
-    return time.perf_counter() - start, scratch
+    return time.perf_counter() - start
 
 
 def _best_by_dev(student_dir: Path, manifest: dict[str, Any]) -> tuple[str, float]:
@@ -294,9 +292,20 @@ def _best_by_dev(student_dir: Path, manifest: dict[str, Any]) -> tuple[str, floa
     return "model-kd.safetensors", kd
 
 
+def _variant_student(cfg: Config, variant: Config, data: LabeledData, report: Reporter
+                     ) -> tuple[float, str, dict[str, StageResult]]:
+    """Run a variant (sharing what it can with the run) and score its best student by dev on
+    the test texts: (its dev accuracy, which test texts it got right, its stages)."""
+    assert data.test is not None
+    stages = run_variant(cfg, variant, report)
+    weights, dev = _best_by_dev(variant.run_dir() / "student", stages["student"].manifest)
+    student = Student.load(variant.run_dir() / "student", weights)
+    return dev, correct_bits(predictions(student.predict, data.test.texts),
+                             data.test.labels), stages
+
+
 def _seed_rows(cfg: Config, data: LabeledData, sitting: _Sitting, best: ModelResult,
-               scratch: Student, seeds: int, report: Reporter, say: Callable[[str], None]
-               ) -> list[SeedRow]:
+               seeds: int, report: Reporter, say: Callable[[str], None]) -> list[SeedRow]:
     """The student (best of KD / KD+FT by dev at each seed) and the DAN from scratch at `seeds`
     seeds: the run's own first, then students of student.seed = seed + 1, ... in variant runs
     sharing the run's teacher, and DANs of run.seed = seed + 1, ..."""
@@ -309,12 +318,10 @@ def _seed_rows(cfg: Config, data: LabeledData, sitting: _Sitting, best: ModelRes
                     scratch_row.test_accuracy, scratch_row.test_correct)]
     for k in range(1, seeds):
         say(f"student at seed {first + k}")
-        variant = variant_config(cfg, f"seed-{first + k}", [f"student.seed={first + k}"])
-        stages = run_variant(cfg, variant, report)
-        weights, dev = _best_by_dev(variant.run_dir() / "student", stages["student"].manifest)
-        student = Student.load(variant.run_dir() / "student", weights)
-        bits = correct_bits(predictions(student.predict, data.test.texts), data.test.labels)
-        rows.append(SeedRow("student", first + k, dev, bits.count("1") / len(bits), bits))
+        dev, bits, _ = _variant_student(
+            cfg, variant_config(cfg, f"seed-{first + k}", [f"student.seed={first + k}"]), data,
+            report)
+        rows.append(SeedRow("student", first + k, dev, bits_accuracy(bits), bits))
         say(f"DAN from scratch at seed {cfg.run.seed + k}")
         reseeded = config_from_dict(
             apply_overrides(cfg.to_dict(), [f"run.seed={cfg.run.seed + k}"]), check_inputs=False)
@@ -323,7 +330,7 @@ def _seed_rows(cfg: Config, data: LabeledData, sitting: _Sitting, best: ModelRes
             report.close()
         bits = correct_bits(predictions(predict, data.test.texts), data.test.labels)
         rows.append(SeedRow("DAN from scratch (gold only)", cfg.run.seed + k, dev,
-                            bits.count("1") / len(bits), bits))
+                            bits_accuracy(bits), bits))
     return rows
 
 
@@ -331,15 +338,11 @@ def _ablation_row(cfg: Config, row: Variant, data: LabeledData, best: ModelResul
                   report: Reporter, say: Callable[[str], None]) -> AblationRow:
     """A variant run's best student by dev, against the run's best student on the same test
     texts (paired bootstrap)."""
-    assert data.test is not None
     say(f"ablation: {row.name}")
-    variant = variant_config(cfg, row.name, row.overrides)
-    stages = run_variant(cfg, variant, report)
-    weights, dev = _best_by_dev(variant.run_dir() / "student", stages["student"].manifest)
-    student = Student.load(variant.run_dir() / "student", weights)
-    bits = correct_bits(predictions(student.predict, data.test.texts), data.test.labels)
+    dev, bits, stages = _variant_student(cfg, variant_config(cfg, row.name, row.overrides),
+                                         data, report)
     kind, p = verdict(bits, best.test_correct)
-    return AblationRow(row.name, row.overrides, dev, bits.count("1") / len(bits),
+    return AblationRow(row.name, row.overrides, dev, bits_accuracy(bits),
                        bootstrap_interval(bits), kind, p, stage_times(stages))
 
 

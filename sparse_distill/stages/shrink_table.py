@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, SDistillError
+from ..files import resident_gib
 
 # The child's loaders, by the variant's format: (module, class, modules imported before the
 # clock starts, so that load time is the loading's own).
@@ -176,17 +177,6 @@ def _run_child(variant: ShrinkRow, directory: Path, texts_file: Path, tmp: Path,
     return json.loads(out.read_text(encoding="utf-8"))
 
 
-def _resident_gib() -> float | None:
-    """This process's resident memory (Linux /proc), else None. `evaluation.speed` has one, but
-    importing it would load torch and training code into the child before it measures."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            line = next(x for x in f if x.startswith("VmRSS:"))
-    except (OSError, StopIteration):
-        return None
-    return int(line.split()[1]) / 2**20  # kB -> GiB
-
-
 def _child(args_file: Path, out_file: Path) -> None:
     """The measuring child's work: load, memory, one call on all texts, then throughput."""
     args = json.loads(args_file.read_text(encoding="utf-8"))
@@ -197,10 +187,10 @@ def _child(args_file: Path, out_file: Path) -> None:
     start = time.perf_counter()
     student = loader.load(args["directory"])
     load_s = time.perf_counter() - start
-    rss_load = _resident_gib()
+    rss_load = resident_gib()
     texts: list[str] = json.loads(Path(args["texts"]).read_text(encoding="utf-8"))
     predictions = student.predict(texts)
-    rss_first = _resident_gib()
+    rss_first = resident_gib()
     # Only now: timing imports torch and training code, which the numpy and ONNX students do
     # not need; their memory and load time are taken by then.
     from ..evaluation.timing import throughput
