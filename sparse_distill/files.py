@@ -175,9 +175,51 @@ def user_path_error(key: str, exc: KeyError) -> SDistillError:
 
 def resident_gib() -> float | None:
     """This process's resident memory (Linux /proc), else None."""
+    return _status_gib("VmRSS")
+
+
+def peak_resident_gib() -> float | None:
+    """This process's peak resident memory since it started or since `reset_peak_resident`
+    (Linux /proc), else None."""
+    return _status_gib("VmHWM")
+
+
+def reset_peak_resident() -> bool:
+    """Start `peak_resident_gib` afresh (Linux >= 4.0), so that a stage reports its own peak
+    and not an earlier stage's in the same process; whether it could."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def available_gib() -> float | None:
+    """Memory this process can still take: the kernel's MemAvailable, or a cgroup's limit less
+    its usage where that is lower; None where neither can be read."""
+    found: list[float] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) / 2**20)  # kB -> GiB
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            cap = Path(limit).read_text().strip()
+            if cap != "max" and int(cap) < 1 << 60:  # cgroup v1 writes "no limit" as ~2^63
+                found.append((int(cap) - int(Path(usage).read_text())) / 2**30)
+        except (OSError, ValueError):
+            continue
+    return min(found) if found else None
+
+
+def _status_gib(key: str) -> float | None:
     try:
         with open("/proc/self/status", encoding="ascii") as f:
-            line = next(x for x in f if x.startswith("VmRSS:"))
+            line = next(x for x in f if x.startswith(key + ":"))
     except (OSError, StopIteration):
         return None
     return int(line.split()[1]) / 2**20  # kB -> GiB

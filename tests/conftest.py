@@ -171,6 +171,23 @@ def trained_student(tiny_classifier: Path, tmp_path_factory: pytest.TempPathFact
     return train_student(cfg).output
 
 
+@pytest.fixture(scope="session")
+def wide_student(tiny_classifier: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`trained_student`'s pipeline with `student.wide: true` (the linear part beside the DAN)."""
+    from sparse_distill.stages.config import config_from_dict
+    from sparse_distill.stages.teach import teach
+    from sparse_distill.stages.train_student import train_student
+    from sparse_distill.stages.vocab import build_vocab
+
+    data = teacher_config(base_config(tmp_path_factory.mktemp("wide") / "run"),
+                          tiny_classifier, finetune=False)
+    data["student"] = {**student_section(), "wide": True}
+    cfg = config_from_dict(data)
+    build_vocab(cfg)
+    teach(cfg)
+    return train_student(cfg).output
+
+
 def train_student_interrupted(cfg: Any, monkeypatch: pytest.MonkeyPatch,
                               on_kill: Any = None) -> None:
     """train_student(cfg) killed right after its second distillation checkpoint (`on_kill(trainer)`

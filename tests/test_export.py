@@ -23,13 +23,16 @@ TEXTS = ["A warm, funny film.", "A dull mess of a film.", "", "not bad at all, r
          "the plot is dull and the acting is dull", "zzz qqq"] * 60
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "int8"])
+@pytest.mark.parametrize(("student", "dtype"), [
+    ("trained_student", "float32"), ("trained_student", "float16"),
+    ("trained_student", "bfloat16"), ("trained_student", "int8"),
+    ("wide_student", "float32"), ("wide_student", "int8")])
 @pytest.mark.parametrize("fmt", ["numpy", "onnx"])
-def test_exports_give_the_torch_students_logits(trained_student, tmp_path, dtype, fmt):
-    source = trained_student
+def test_exports_give_the_torch_students_logits(request, tmp_path, student, dtype, fmt):
+    source = request.getfixturevalue(student)
     if dtype != "float32":
         source = tmp_path / "shrunk"
-        shrink(trained_student, source, dtype=dtype)
+        shrink(request.getfixturevalue(student), source, dtype=dtype)
     torch_logits = Student.load(source).logits(TEXTS)
     result = export(source, tmp_path / fmt, fmt)
     assert result.bytes > 0 and (tmp_path / fmt / "vocab" / "vocab.json").is_file()

@@ -388,8 +388,9 @@ def test_batches_draw_each_epochs_permutation_once_and_prefetch_changes_nothing(
     assert list(ahead(batches_from(10, 3, 7, 9, 9), prepare, prefetch=3)) == []
 
 
+@pytest.mark.parametrize("kind", ["kl", "mse"])
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
-def test_kd_mixes_in_cross_entropy_on_the_gold_rows_only(alpha):
+def test_kd_mixes_in_cross_entropy_on_the_gold_rows_only(alpha, kind):
     from sparse_distill.training.corpus import batch_maker
     from sparse_distill.training.losses import step_loss
 
@@ -404,7 +405,39 @@ def test_kd_mixes_in_cross_entropy_on_the_gold_rows_only(alpha):
     _, inputs = batch_maker(corpus, targets, gold, 3, alpha, "mean", torch.device("cpu"),
                             resident=False)(idx)
     logits = model(*inputs[:3])
-    kl = kd_loss(logits, torch.from_numpy(targets[idx]))
+    teacher = torch.from_numpy(targets[idx])
+    kd = kd_loss(logits, teacher) if kind == "kl" else ((logits - teacher) ** 2).mean()
     ce = torch.nn.functional.cross_entropy(logits[[1, 3]], torch.tensor([0, 1]))
-    want = kl if alpha == 0 else (1 - alpha) * kl + alpha * ce
-    assert step_loss(model, inputs, True, 1.0, alpha).item() == pytest.approx(want.item())
+    want = kd if alpha == 0 else (1 - alpha) * kd + alpha * ce
+    assert step_loss(model, inputs, True, kind, 1.0, alpha).item() == pytest.approx(want.item())
+
+
+def test_mse_distillation_keeps_the_logits_scale_that_kl_ignores():
+    from sparse_distill.training.losses import distill_loss
+
+    teacher = torch.tensor([[2.0, -1.0, 0.5]])
+    shifted = teacher + 3.0  # the same softmax, other logits
+    assert distill_loss(shifted, teacher, "kl", 1.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert distill_loss(shifted, teacher, "mse", 1.0).item() == pytest.approx(9.0)
+    # The temperature softens KL's targets; squared error on logits has none to soften.
+    assert distill_loss(shifted, teacher, "mse", 4.0).item() == pytest.approx(9.0)
+
+
+def test_a_wide_student_adds_its_linear_columns_to_the_dans_logits(wide_student):
+    from sparse_distill.inference.artifact import read_student
+
+    student = Student.load(wide_student)
+    arch = read_student(wide_student)["architecture"]
+    d, n_labels = arch["embedding_dim"], len(student.labels)
+    table = load_file(str(wide_student / "model.safetensors"))["embedding.weight"]
+    assert arch["wide"] and table.shape[1] == d + n_labels
+    # Trained: the linear columns moved from their zero start.
+    assert table[:, d:].abs().sum() > 0
+    texts = ["a warm, funny film", "a dull mess", "zzz"]
+    ids, offsets, weights = student.tensors(texts)
+    pooled = torch.nn.functional.embedding_bag(ids, table, offsets, mode="sum",
+                                               per_sample_weights=weights,
+                                               include_last_offset=True)  # (3, d + labels)
+    with torch.no_grad():
+        deep = student.model.mlp.eval()(pooled[:, :d])  # (3, labels)
+    assert np.allclose(student.logits(texts), (deep + pooled[:, d:]).numpy(), atol=1e-5)

@@ -234,7 +234,7 @@ def train_dan_scratch(cfg: Config, data: LabeledData, workdir: Path, report: Rep
     for lr in (1e-3, 3e-4):
         torch.manual_seed(cfg.run.seed)
         model = SparseDAN(len(vocab), len(data.labels), s.embedding_dim, s.hidden_dims,
-                          s.pooling, s.activation, s.dropout)
+                          s.pooling, s.activation, s.dropout, wide=s.wide)
         work = workdir / f"dan-{lr:g}"
         work.mkdir(parents=True, exist_ok=True)
         trainer = PhaseTrainer(model, s, lr, epochs * per_epoch, 0, "constant",
@@ -246,7 +246,7 @@ def train_dan_scratch(cfg: Config, data: LabeledData, workdir: Path, report: Rep
                     f"lr={lr:g}, batch {bs}, best of {state['step'] // per_epoch} epochs "
                     f"at epoch {state['best_step'] // per_epoch}, |V|={len(vocab):,}")
     model = SparseDAN(len(vocab), len(data.labels), s.embedding_dim, s.hidden_dims, s.pooling,
-                      s.activation, 0.0, initialise=False)
+                      s.activation, 0.0, initialise=False, wide=s.wide)
     assert best[1] is not None
     model.load_state_dict(best[1], assign=True)
     student = Student(model, vocab, data.labels, s.pooling)

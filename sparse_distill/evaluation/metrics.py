@@ -49,11 +49,17 @@ def oov_rates(vocab: Vocabulary, texts: list[str]) -> np.ndarray:
     return np.where(total > 0, 1.0 - seen / np.maximum(total, 1.0), 1.0)
 
 
+def most_unseen(rates: np.ndarray) -> np.ndarray:
+    """(n_texts // 4,) positions, ascending, of the quarter of texts with the highest
+    out-of-vocabulary rate (`oov_rates`; at least one text; ties by position)."""
+    return np.sort(np.argsort(-rates, kind="stable")[:max(1, len(rates) // 4)])
+
+
 def oov_quartile(rates: np.ndarray, gold: list[str], preds: dict[str, list[str]]
                  ) -> dict[str, Any]:
     """Accuracy of each model on the quarter of texts with the highest out-of-vocabulary rate."""
-    n = max(1, len(rates) // 4)
-    worst = np.argsort(-rates, kind="stable")[:n]  # (n,)
+    worst = most_unseen(rates)  # (n,)
+    n = len(worst)
     gold_q = np.asarray(gold)[worst]
     return {"n": int(n), "min_oov_rate": float(rates[worst].min()),
             "mean_oov_rate": float(rates[worst].mean()),

@@ -63,6 +63,12 @@ class AblationRow:
     verdict: str
     p: float
     stages: list[StageTime] = field(default_factory=list)
+    test_correct: str = ""
+    # the fair sitting's, beside every other model
+    texts_per_s_1: float = 0.0
+    texts_per_s: float = 0.0
+    # the student stage's peak resident memory (None: a stage that ran before it was recorded)
+    peak_gib: float | None = None
 
 
 @dataclass
@@ -83,6 +89,16 @@ class DatasetResult:
     shrink: list[dict[str, Any]] = field(default_factory=list)
     config_hash: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # The test texts whose n-grams the run's vocabulary lacks most (the top quarter by share
+    # unseen: `evaluation.metrics.oov_rates`), by position, and their mean share unseen.
+    unseen_quarter: list[int] = field(default_factory=list)
+    unseen_quarter_rate: float = 0.0
+
+    def quarter(self, bits: str) -> str:
+        """Accuracy on the most-unseen quarter of the test texts, from which texts were right."""
+        if not self.unseen_quarter or not bits:
+            return "-"
+        return f"{sum(bits[i] == '1' for i in self.unseen_quarter) / len(self.unseen_quarter):.4f}"
 
     def model(self, name: str) -> ModelResult:
         return next(m for m in self.models if m.name == name)
@@ -313,19 +329,24 @@ def dataset_section(d: DatasetResult, figure: str | None) -> list[str]:
              f"{d.labels} classes; train {d.n.get('train', 0):,}, dev {d.n.get('dev', 0):,}, "
              f"test {d.n.get('test', 0):,}; unlabelled pool after de-duplication "
              f"{d.extra.get('pool') or 0:,} texts. "
+             + (f"The most-unseen quarter: the {len(d.unseen_quarter):,} test texts whose "
+                "n-grams the student's vocabulary lacks most (on average "
+                f"{d.unseen_quarter_rate:.0%} of them). " if d.unseen_quarter else "")
              # a config built in Python has no file to name
              + (f"Config `{d.config}`. " if d.config else "") + "Stage times (wall time, "
              "from each stage's manifest): " + _minutes(d.stages)
              + f"; baselines {d.baselines_s / 60:.1f} min (this run).", "",
-             f"| model | test acc (95% interval) | dev acc | retention | texts/s, 1 thread | "
-             f"texts/s, {fair.cores} cores | batch | speedup ({fair.cores} cores) | settings |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"| model | test acc (95% interval) | dev acc | retention | most-unseen quarter | "
+             f"texts/s, 1 thread | texts/s, {fair.cores} cores | batch | speedup "
+             f"({fair.cores} cores) | settings |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for m in d.models:
         mark = " (best student by dev)" if m.name == d.extra["best_student"] else ""
         dev = "-" if m.dev_accuracy is None else f"{m.dev_accuracy:.4f}"
         how = "threads" if m.scale == "threads" else "processes"
         lines.append(f"| {m.name}{mark} | {_acc(m)} | {dev} | "
                      f"{m.test_accuracy / teacher.test_accuracy:.3f} | "
+                     f"{d.quarter(m.test_correct)} | "
                      f"{m.texts_per_s_1:,.0f} | {m.texts_per_s:,.0f} ({how}) | {m.batch_size} | "
                      f"{fair.ratio(m.name, 'teacher', 'all'):,.1f}x | {m.settings} |")
     lines += ["", "| target | met | margin |", "|---|---|---|"]
@@ -358,20 +379,29 @@ def ablation_section(d: DatasetResult) -> list[str]:
     best = d.model(d.extra["best_student"])
     teacher = d.model("teacher")
     lines = [f"### {d.name}: ablation (each row the config with these overrides)", "",
-             "| row | overrides | dev | test (95% interval) | retention | against the "
-             "config's student (paired bootstrap) | student stage |",
-             "|---|---|---|---|---|---|---|",
+             "| row | overrides | dev | test (95% interval) | retention | most-unseen quarter "
+             "| against the config's student (paired bootstrap) | texts/s, 1 thread | "
+             "student stage: peak RSS | student stage |",
+             "|---|---|---|---|---|---|---|---|---|---|",
              f"| the config's student | - | {best.dev_accuracy or 0:.4f} | {_acc(best)} | "
-             f"{best.test_accuracy / teacher.test_accuracy:.3f} | - | "
+             f"{best.test_accuracy / teacher.test_accuracy:.3f} | "
+             f"{d.quarter(best.test_correct)} | - | {best.texts_per_s_1:,.0f} | "
+             f"{_gib(d.extra.get('student_peak_gib'))} | "
              + _minutes([t for t in d.stages if t.stage == "student"]) + " |"]
     for row in d.ablation:
         stage = [t for t in row.stages if t.stage == "student"]
         lines.append(f"| {row.name} | `{' '.join(row.overrides)}` | {row.dev_accuracy:.4f} | "
                      f"{row.test_accuracy:.4f} ({row.interval[0]:.3f}-{row.interval[1]:.3f}) | "
                      f"{row.test_accuracy / teacher.test_accuracy:.3f} | "
+                     f"{d.quarter(row.test_correct)} | "
                      f"{_points(row.test_accuracy, best.test_accuracy)}, p = {row.p:.3f}: "
-                     f"{row.verdict} | {_minutes(stage)} |")
+                     f"{row.verdict} | {row.texts_per_s_1:,.0f} | {_gib(row.peak_gib)} | "
+                     f"{_minutes(stage)} |")
     return [*lines, ""]
+
+
+def _gib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} GiB"
 
 
 SHRINK_HEADER = ["| student | bytes on disk | share | RSS after load / first batch GiB | load s "

@@ -27,6 +27,17 @@ def student_meta(labels: list[str], architecture: dict[str, Any], teacher: dict[
             "vocab": "vocab/vocab.json", "teacher": teacher}
 
 
+def table_width(embedding_dim: int, n_labels: int, wide: bool) -> int:
+    """Columns of the student's table: the DAN's d, plus one per label for the wide (linear)
+    part (`architecture.wide`, `network.SparseDAN`)."""
+    return embedding_dim + (n_labels if wide else 0)
+
+
+def arch_table_width(architecture: dict[str, Any], n_labels: int) -> int:
+    """`table_width` of a student.json's architecture (one written before `wide`: d)."""
+    return table_width(architecture["embedding_dim"], n_labels, architecture.get("wide", False))
+
+
 def write_student(directory: Path, meta: dict[str, Any]) -> None:
     atomic_write_json(directory / STUDENT_FILE, meta)
 

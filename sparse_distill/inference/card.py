@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write_text
-from .artifact import read_student
+from .artifact import arch_table_width, read_student
 
 CARD_FILE = "README.md"
 
@@ -24,9 +24,9 @@ def _table(rows: list[tuple[str, str]]) -> list[str]:
 
 
 def parameters(arch: dict[str, Any], n_labels: int) -> int:
-    """The table's rows x d plus the MLP's weights and biases."""
+    """The table's rows x width plus the MLP's weights and biases."""
     widths = [arch["embedding_dim"], *arch["hidden_dims"], n_labels]
-    return arch["vocab_size"] * arch["embedding_dim"] + sum(
+    return arch["vocab_size"] * arch_table_width(arch, n_labels) + sum(
         a * b + b for a, b in itertools.pairwise(widths))
 
 
@@ -51,7 +51,9 @@ def render_card(directory: Path, eval_metrics: dict[str, Any] | None = None) -> 
          + (f"; {unseen['buckets']:,} hashed buckets for what it lacks" if unseen else "")),
         ("model", f"EmbeddingBag {arch['vocab_size']:,} x {arch['embedding_dim']} "
          f"({arch.get('table_dtype', 'float32')}, {arch['pooling']} pooling), MLP "
-         f"{arch['hidden_dims']} ({arch['activation']}); {parameters(arch, len(labels)):,} "
+         f"{arch['hidden_dims']} ({arch['activation']})"
+         + (f", plus a linear part ({len(labels)} more columns a row, added to the logits)"
+            if arch.get("wide") else "") + f"; {parameters(arch, len(labels)):,} "
          f"parameters, {table_bytes / 2**20:,.0f} MiB of weights"),
     ]
     if "kd" in results:

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from ..errors import DataError
 from ..files import refuse_overwrite, staged_dir
-from .artifact import read_student, write_student
+from .artifact import arch_table_width, read_student, write_student
 
 FORMATS = ("numpy", "onnx")
 OPSET = 17
@@ -74,6 +74,7 @@ def _write_onnx(tmp: Path, state: dict[str, torch.Tensor], arch: dict[str, Any],
         raise DataError("the onnx package is not installed: pip install "
                         "'sparse-distill[onnx]'") from None
     dtype, d = arch.get("table_dtype", "float32"), arch["embedding_dim"]
+    width = arch_table_width(arch, n_labels)  # d, and n_labels more for a wide student
     inits: list[Any] = []
     nodes: list[Any] = []
 
@@ -87,9 +88,10 @@ def _write_onnx(tmp: Path, state: dict[str, torch.Tensor], arch: dict[str, Any],
 
     axis2 = const("axis2", np.array([2], np.int64))
     if dtype == "int8":
-        packed = state["packed"].numpy()  # (rows, d + 8)
-        scale_offset = np.ascontiguousarray(packed[:, d:]).view(np.float32)  # (rows, 2)
-        codes = node("Gather", [const("codes", packed[:, :d]), "ids"], "g_codes")  # (b, L, d)
+        packed = state["packed"].numpy()  # (rows, width + 8)
+        scale_offset = np.ascontiguousarray(packed[:, width:]).view(np.float32)  # (rows, 2)
+        codes = node("Gather", [const("codes", packed[:, :width]), "ids"],
+                     "g_codes")  # (b, L, width)
         values = node("Cast", [codes], "g_values", to=TensorProto.FLOAT)
         scale = node("Unsqueeze", [node("Gather", [const("scale", scale_offset[:, 0]), "ids"],
                                         "g_scale"), axis2], "g_scale3")  # (b, L, 1)
@@ -99,20 +101,31 @@ def _write_onnx(tmp: Path, state: dict[str, torch.Tensor], arch: dict[str, Any],
     else:
         table = state["embedding.weight"]
         table = table.float() if dtype == "bfloat16" else table  # exact widening
-        rows = node("Gather", [const("table", table.numpy()), "ids"], "rows")  # (b, L, d)
+        rows = node("Gather", [const("table", table.numpy()), "ids"], "rows")  # (b, L, width)
         if dtype == "float16":
             rows = node("Cast", [rows], "rows_f32", to=TensorProto.FLOAT)
     weighted = node("Mul", [rows, node("Unsqueeze", ["weights", axis2], "weights3")],
-                    "weighted")  # (b, L, d)
+                    "weighted")  # (b, L, width)
     x = node("ReduceSum", [weighted, const("axis1", np.array([1], np.int64))], "pooled",
-             keepdims=0)  # (b, d)
+             keepdims=0)  # (b, width)
+    linear = None
+    if width > d:  # the wide part's columns go straight to the logits
+        axis1 = const("slice_axis", np.array([1], np.int64))
+        at_d = const("slice_d", np.array([d], np.int64))
+        linear = node("Slice", [x, at_d, const("slice_end", np.array([width], np.int64)), axis1],
+                      "linear")  # (b, n_labels)
+        x = node("Slice", [x, const("slice_0", np.array([0], np.int64)), at_d, axis1],
+                 "deep")  # (b, d)
     for i, name in enumerate(layers):
+        last = i == len(layers) - 1
         weight = state[f"{name}.weight"].numpy().T  # (in, out)
         x = node("Add", [node("MatMul", [x, const(f"{name}.wt", weight)], f"{name}.mm"),
                          const(f"{name}.b", state[f"{name}.bias"].numpy())],
-                 "logits" if i == len(layers) - 1 else f"{name}.out")
-        if i < len(layers) - 1:
+                 "logits" if last and linear is None else f"{name}.out")
+        if not last:
             x = node("Tanh" if arch["activation"] == "tanh" else "Relu", [x], f"{name}.act")
+    if linear is not None:
+        node("Add", [x, linear], "logits")
     graph = helper.make_graph(
         nodes, "sparse_distill_student",
         [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "length"]),

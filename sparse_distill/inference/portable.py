@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from .artifact import read_student
+from .artifact import arch_table_width, read_student
 from .featurize import (
     MIN_TEXTS_PER_THREAD,
     Bag,
@@ -103,6 +103,8 @@ class NumpyStudent(_Portable):
         super().__init__(directory, meta, threads)
         arch = meta["architecture"]
         self.dim: int = arch["embedding_dim"]
+        # the table's columns: d, and for a wide student one more per label, pooled alike
+        self.width = arch_table_width(arch, len(self.labels))
         self.table_dtype: str = arch.get("table_dtype", "float32")
         # (rows, d) float32 / float16 / uint16 (bfloat16's bits), or (rows, d + 8) uint8
         self.table = np.load(directory / "table.npy", mmap_mode="r", allow_pickle=False)
@@ -123,17 +125,20 @@ class NumpyStudent(_Portable):
         threads do not fight the chunks' threads."""
         # numpy's gather-then-reduce made a (nnz, d) copy and ran 6x slower than torch's fused
         # kernel; the compiled EmbeddingBag reads each row once.
-        pooled = np.empty((len(bag), self.dim), np.float32)  # (n, d)
-        compiled_module().pool(self.table, TABLE_KINDS[self.table_dtype], self.dim, bag.ids,
+        pooled = np.empty((len(bag), self.width), np.float32)  # (n, width)
+        compiled_module().pool(self.table, TABLE_KINDS[self.table_dtype], self.width, bag.ids,
                                bag.offsets, bag.weights, pooled, self.pooling == "max")
         return pooled
 
     def _finish(self, parts: list[np.ndarray]) -> np.ndarray:
-        x = np.concatenate(parts) if len(parts) > 1 else parts[0]  # (n, d)
+        pooled = np.concatenate(parts) if len(parts) > 1 else parts[0]  # (n, width)
+        x = pooled[:, :self.dim]  # (n, d)
         for i, (weight, bias) in enumerate(self.layers):
             x = x @ weight.T + bias  # (n, out)
             if i < len(self.layers) - 1:
                 x = self.activation(x)
+        if self.width > self.dim:
+            x = x + pooled[:, self.dim:]  # the wide part: (n, n_labels)
         return x.astype(np.float32, copy=False)
 
 
@@ -156,7 +161,8 @@ class OnnxStudent(_Portable):
         self.session = ort.InferenceSession(str(directory / "model.onnx"), options,
                                             providers=["CPUExecutionProvider"])
         # 64 MiB of gathered float rows per run
-        self.pad_cells = max(1, (64 << 20) // (4 * meta["architecture"]["embedding_dim"]))
+        self.pad_cells = max(1, (64 << 20) // (4 * arch_table_width(meta["architecture"],
+                                                                       len(self.labels))))
 
     @classmethod
     def load(cls, directory: str | Path, threads: int | None = None) -> OnnxStudent:

@@ -114,7 +114,8 @@ class Student(Predictions):
                             "quantized EmbeddingBag); load it with device='cpu'")
         model = SparseDAN(arch["vocab_size"], len(meta["labels"]), arch["embedding_dim"],
                           arch["hidden_dims"], arch["pooling"], arch["activation"], 0.0,
-                          initialise=False, table_dtype=table_dtype)
+                          initialise=False, table_dtype=table_dtype,
+                          wide=arch.get("wide", False))
         model.load_state_dict(load_file(str(directory / weights), device=str(device)),
                               assign=True)
         return cls(model, Vocabulary.load(directory / "vocab"), meta["labels"], arch["pooling"],

@@ -41,7 +41,7 @@ from ..evaluation.baselines import (
     train_tfidf_lr,
 )
 from ..evaluation.fair import Contender, Scale, fair_speed
-from ..evaluation.metrics import Predict, accuracy, predictions
+from ..evaluation.metrics import Predict, accuracy, most_unseen, oov_rates, predictions
 from ..evaluation.results import (
     AblationRow,
     DatasetResult,
@@ -131,6 +131,9 @@ def benchmark_config(cfg: Config | str | Path, report: Reporter | None = None,
     best_student = max((m for m in sitting.models if m.name in students),
                        key=lambda m: m.dev_accuracy or 0.0)
     seed_rows = _seed_rows(cfg, data, sitting, best_student, seeds, report, say)
+    # Trained before the sitting, so that each row's student is timed in it beside the rest.
+    ablation_rows = [_ablation_row(cfg, row, data, best_student, sitting, report, say)
+                     for row in ablation]
     say("timing every model: one thread, then every core")
     load = OtherLoad()
     load.start()
@@ -141,8 +144,10 @@ def benchmark_config(cfg: Config | str | Path, report: Reporter | None = None,
     load.stop()
     for m in sitting.models:
         m.texts_per_s, m.texts_per_s_1 = fair.rates[m.name]["all"], fair.rates[m.name]["1"]
-    ablation_rows = [_ablation_row(cfg, row, data, best_student, report, say)
-                     for row in ablation]
+    for row in ablation_rows:
+        rates = fair.rates[ablation_name(row.name)]
+        row.texts_per_s, row.texts_per_s_1 = rates["all"], rates["1"]
+    quarter = unseen_quarter(students[best_student.name], data.test.texts)
     shrink_rows: list[dict[str, Any]] = []
     if shrink:
         say("shrinking and exporting the student")
@@ -158,10 +163,12 @@ def benchmark_config(cfg: Config | str | Path, report: Reporter | None = None,
         profile_batch_size=best_student.batch_size, pipeline_s=pipeline_s,
         baselines_s=baselines_s, stages=stage_times(results),
         fair=asdict(fair), seeds=seed_rows, ablation=ablation_rows, shrink=shrink_rows,
-        config_hash=config_hash(cfg),
+        config_hash=config_hash(cfg), unseen_quarter=quarter[0], unseen_quarter_rate=quarter[1],
         extra={"pool": results["teacher"].manifest.get("counts", {}).get("pool", {}).get("kept"),
                "best_student": best_student.name, "others_cpu_share": load.share(),
                "vocab_size": len(students[best_student.name].featurizer.vocab),
+               "student_peak_gib": results["student"].manifest.get("memory", {}).get(
+                   "peak_gib"),
                # The students and baselines run on the CPU, the teacher on run.device.
                "teacher_device": teacher_device})
 
@@ -293,15 +300,15 @@ def _best_by_dev(student_dir: Path, manifest: dict[str, Any]) -> tuple[str, floa
 
 
 def _variant_student(cfg: Config, variant: Config, data: LabeledData, report: Reporter
-                     ) -> tuple[float, str, dict[str, StageResult]]:
+                     ) -> tuple[float, str, dict[str, StageResult], Student]:
     """Run a variant (sharing what it can with the run) and score its best student by dev on
-    the test texts: (its dev accuracy, which test texts it got right, its stages)."""
+    the test texts: (its dev accuracy, which test texts it got right, its stages, itself)."""
     assert data.test is not None
     stages = run_variant(cfg, variant, report)
     weights, dev = _best_by_dev(variant.run_dir() / "student", stages["student"].manifest)
     student = Student.load(variant.run_dir() / "student", weights)
     return dev, correct_bits(predictions(student.predict, data.test.texts),
-                             data.test.labels), stages
+                             data.test.labels), stages, student
 
 
 def _seed_rows(cfg: Config, data: LabeledData, sitting: _Sitting, best: ModelResult,
@@ -318,7 +325,7 @@ def _seed_rows(cfg: Config, data: LabeledData, sitting: _Sitting, best: ModelRes
                     scratch_row.test_accuracy, scratch_row.test_correct)]
     for k in range(1, seeds):
         say(f"student at seed {first + k}")
-        dev, bits, _ = _variant_student(
+        dev, bits, _, _ = _variant_student(
             cfg, variant_config(cfg, f"seed-{first + k}", [f"student.seed={first + k}"]), data,
             report)
         rows.append(SeedRow("student", first + k, dev, bits_accuracy(bits), bits))
@@ -334,16 +341,34 @@ def _seed_rows(cfg: Config, data: LabeledData, sitting: _Sitting, best: ModelRes
     return rows
 
 
+def ablation_name(row: str) -> str:
+    """An ablation row's student in the fair sitting."""
+    return f"ablation: {row}"
+
+
 def _ablation_row(cfg: Config, row: Variant, data: LabeledData, best: ModelResult,
-                  report: Reporter, say: Callable[[str], None]) -> AblationRow:
+                  sitting: _Sitting, report: Reporter, say: Callable[[str], None]
+                  ) -> AblationRow:
     """A variant run's best student by dev, against the run's best student on the same test
-    texts (paired bootstrap)."""
-    say(f"ablation: {row.name}")
-    dev, bits, stages = _variant_student(cfg, variant_config(cfg, row.name, row.overrides),
-                                         data, report)
+    texts (paired bootstrap); the student joins the sitting, at the best student's batch
+    size."""
+    say(ablation_name(row.name))
+    dev, bits, stages, student = _variant_student(
+        cfg, variant_config(cfg, row.name, row.overrides), data, report)
+    sitting.contenders.append(Contender(ablation_name(row.name), student.predict,
+                                        best.batch_size, "threads", _student_threads(student)))
     kind, p = verdict(bits, best.test_correct)
     return AblationRow(row.name, row.overrides, dev, bits_accuracy(bits),
-                       bootstrap_interval(bits), kind, p, stage_times(stages))
+                       bootstrap_interval(bits), kind, p, stage_times(stages), bits,
+                       peak_gib=stages["student"].manifest.get("memory", {}).get("peak_gib"))
+
+
+def unseen_quarter(student: Student, texts: list[str]) -> tuple[list[int], float]:
+    """The quarter of `texts` whose n-grams the student's vocabulary lacks most (positions, in
+    order), and their mean share unseen."""
+    rates = oov_rates(student.featurizer.vocab, texts)  # (n_texts,)
+    worst = most_unseen(rates)
+    return [int(i) for i in worst], float(rates[worst].mean())
 
 
 def check_benchmarkable(cfg: Config) -> None:

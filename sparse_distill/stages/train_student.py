@@ -20,17 +20,27 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from ..errors import DataError
-from ..files import atomic_write_json, replace_dir, sha256_file, staged_dir
+from ..errors import DataError, StageError
+from ..files import (
+    atomic_write_json,
+    available_gib,
+    peak_resident_gib,
+    replace_dir,
+    reset_peak_resident,
+    resident_gib,
+    sha256_file,
+    staged_dir,
+)
 from ..inference.artifact import student_meta, write_student
 from ..inference.card import write_card
 from ..inference.featurize import Bag, Featurizer, Unseen, Vocabulary
-from ..inference.network import SparseDAN, save_weights
+from ..inference.network import SparseDAN, load_weights_into, save_weights
 from ..progress import Reporter
 from ..training.config import Config
 from ..training.corpus import featurize_corpus
 from ..training.data import load_labeled
 from ..training.embed_init import teacher_table
+from ..training.memory import GIB, MemoryEstimate, StudentShape, memory_check_enabled
 from ..training.runtime import Runtime, bf16_native, runtime
 from ..training.teacher import read_targets
 from ..training.trainer import (
@@ -81,11 +91,13 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
     if done is not None:
         return done
     report = report or Reporter()
+    reset_peak_resident()
     rt = _runtime(cfg)
     start = time.perf_counter()
     timings: dict[str, float] = {}
     vocab = Vocabulary.load(cfg.run_dir() / "vocab")
     data = _data(cfg, vocab, timings)
+    memory = check_memory(cfg, data, rt)
     work = cfg.run_dir() / PARTIAL
     prepare_partial(work, fp)
     model, dense_bf16 = _model(cfg, data, vocab, rt, timings, report)
@@ -98,6 +110,9 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
                                      "parameters": sum(p.numel() for p in model.parameters()),
                                      "nnz": int(data.bag.offsets[-1])},
                              labels=data.labels, timings=timings)
+    peak = peak_resident_gib()
+    manifest.update(memory={"estimate_gib": memory.to_json(),
+                            "peak_gib": None if peak is None else round(peak, 3)})
     manifest.update(results=results, device=str(rt.device), threads=torch.get_num_threads(),
                     dense_precision="bf16" if dense_bf16 and rt.device.type == "cuda" else "fp32")
     return _finish(cfg, work, data, manifest)
@@ -153,6 +168,54 @@ def _data(cfg: Config, vocab: Vocabulary, timings: dict[str, float]) -> StudentD
     return StudentData(labels, bag, teacher_logits, gold, train_rows, dev, featurizer)
 
 
+def student_shape(cfg: Config, data: StudentData) -> StudentShape:
+    """What the student's memory depends on besides its width (`training.memory`)."""
+    s, bag = cfg.student, data.bag
+    per_text = int(bag.offsets[-1]) / max(1, len(bag))  # n-grams per text, the whole corpus
+    per_train_text = int(bag.offsets[data.train_rows]) / max(1, data.train_rows)
+    corpus = sum(a.nbytes for a in (bag.ids, bag.offsets, bag.weights)) / GIB
+    teacher = None
+    if s.init == "teacher":
+        source = Path(teacher_source(cfg.run_dir()))
+        weights = [*source.glob("*.safetensors"), *source.glob("*.bin")]
+        # A hub id's weights live in the hub's cache: about a base model's 0.5 GiB.
+        teacher = sum(w.stat().st_size for w in weights) / GIB if weights else 0.5
+    return StudentShape(
+        rows=data.featurizer.n_rows, hidden_dims=list(s.hidden_dims), n_labels=len(data.labels),
+        wide=s.wide,
+        corpus_gib=corpus,
+        batch_ngrams=int(max(s.distill.batch_size * per_text,
+                             s.finetune.batch_size * per_train_text)),
+        teacher_gib=teacher, held_gib=resident_gib() or 0.0)
+
+
+def check_memory(cfg: Config, data: StudentData, rt: Runtime) -> MemoryEstimate:
+    """The stage's peak memory, estimated before the table exists; on a CPU run it stops here,
+    with the setting that fits, when the machine has less available (SDISTILL_MEMORY_CHECK=0
+    goes on anyway)."""
+    shape = student_shape(cfg, data)
+    s = cfg.student
+    estimate = shape.estimate(s.embedding_dim)
+    available = available_gib()
+    # On CUDA the table lives in the GPU's memory (which torch reports itself when it is short).
+    if rt.device.type != "cpu" or available is None or not memory_check_enabled():
+        return estimate
+    if estimate.peak > available:
+        fixes = []
+        dim = shape.fitting_dim(s.embedding_dim, available)
+        if dim is not None:
+            fixes.append(f"student.embedding_dim: {dim} (about {shape.estimate(dim).peak:.1f} "
+                         "GiB)")
+        rows = shape.fitting_rows(s.embedding_dim, available) - data.featurizer.unseen.buckets
+        if rows >= 1000:
+            fixes.append(f"vocab.max_features: {rows // 1000 * 1000} (at this width)")
+        fixes.append("SDISTILL_MEMORY_CHECK=0 to try anyway")
+        raise StageError(
+            f"student: needs about {estimate.peak:.1f} GiB at its peak ({estimate.parts()}) "
+            f"and {available:.1f} GiB is available; set {' or '.join(fixes)}")
+    return estimate
+
+
 def _model(cfg: Config, data: StudentData, vocab: Vocabulary, rt: Runtime,
            timings: dict[str, float], report: Reporter) -> tuple[SparseDAN, bool]:
     """The DAN at its starting point on the run's device (random, or the teacher's view of each
@@ -161,11 +224,12 @@ def _model(cfg: Config, data: StudentData, vocab: Vocabulary, rt: Runtime,
     dense_bf16 = s.dense_precision == "bf16" or (
         s.dense_precision == "auto" and rt.device.type == "cuda" and bf16_native(rt.device))
     model = SparseDAN(data.featurizer.n_rows, len(data.labels), s.embedding_dim,
-                      s.hidden_dims, s.pooling, s.activation, s.dropout, dense_bf16)
+                      s.hidden_dims, s.pooling, s.activation, s.dropout, dense_bf16,
+                      wide=s.wide)
     if s.init == "teacher":
         start = time.perf_counter()
         with torch.no_grad():  # the buckets' rows, hashed strings with no words, stay random
-            model.embedding.weight[:len(vocab)].copy_(teacher_table(
+            model.embedding.weight[:len(vocab), :s.embedding_dim].copy_(teacher_table(
                 vocab, teacher_source(cfg.run_dir()), s.embedding_dim,
                 cfg.run_dir() / "features" / "init", rt.device, cfg.teacher.trust_remote_code,
                 report))
@@ -185,9 +249,13 @@ def _train(cfg: Config, model: SparseDAN, data: StudentData, rt: Runtime, work: 
                       rt.device, work, "distill")
     kd_state = run_phase(kd, data.bag, data.teacher_logits, data.gold, data.train_rows,
                          data.dev, steps, d.batch_size, eval_every, d.patience, d.temperature,
-                         d.alpha, cfg.student_seed(), log, report)
+                         d.alpha, cfg.student_seed(), log, report, d.loss)
     timings["distill_s"] = time.perf_counter() - start
-    model.load_state_dict(load_file(str(kd.best_path)))
+    kd.release()
+    if rt.device.type == "cpu":
+        load_weights_into(model, kd.best_path)  # no second table beside the model's
+    else:
+        model.load_state_dict(load_file(str(kd.best_path)))
     results: dict[str, Any] = {"kd": {"dev_accuracy": kd_state["best"],
                                       "best_step": kd_state["best_step"],
                                       "steps": kd_state["step"], "planned_steps": steps,
@@ -219,7 +287,8 @@ def _finish(cfg: Config, work: Path, data: StudentData, manifest: dict[str, Any]
     unseen = data.featurizer.unseen
     arch = {"vocab_size": data.featurizer.n_rows, "embedding_dim": s.embedding_dim,
             "hidden_dims": s.hidden_dims, "pooling": s.pooling, "activation": s.activation,
-            **({"unseen": unseen.to_json()} if unseen.buckets else {})}
+            **({"unseen": unseen.to_json()} if unseen.buckets else {}),
+            **({"wide": True} if s.wide else {})}
     teacher_info = (read_manifest(run_dir / "teacher") or {}).get("teacher", {})
     teacher = {"source": teacher_info.get("source", cfg.teacher.model),
                "finetuned": bool(teacher_info.get("finetuned"))}

@@ -100,6 +100,12 @@ class DataConfig:
     # that is a wrong or truncated file, and the stage stops before writing anything.
     max_bad_fraction: float = field(default=0.01, metadata=_range(ge=0.0, le=1.0))
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Label at most this many unlabelled texts (None: all of them), chosen by pool_select:
+    # cross-entropy (the texts whose words are likelier under the training texts than under
+    # the pool, Moore & Lewis 2010) or random (training.select). The perturbed copies of train
+    # come on top.
+    pool_budget: int | None = field(default=None, metadata=_range(ge=1))
+    pool_select: Literal["cross-entropy", "random"] = "cross-entropy"
 
 
 @dataclass
@@ -168,6 +174,9 @@ class DistillConfig:
     batch_size: int = field(default=2048, metadata=_range(ge=1))
     lr: float = field(default=5.0e-4, metadata=_range(gt=0.0))
     temperature: float = field(default=1.0, metadata=_range(gt=0.0))
+    # kl: KL on the temperature-softened distributions (the paper); mse: squared error on the
+    # logits (Tang et al. 2019), which ignores the temperature.
+    loss: Literal["kl", "mse"] = "kl"
     # Weight of cross-entropy on gold labels (rows that have one) beside the KL term.
     alpha: float = field(default=0.0, metadata=_range(ge=0.0, le=1.0))
     warmup_ratio: float = field(default=0.05, metadata=_range(ge=0.0, lt=1.0))
@@ -205,6 +214,9 @@ class StudentConfig:
     # the paper): its unseen word n-grams (bucket_ngrams) and the character n-grams, of lengths
     # subwords = [min, max] ([] for none), of its unseen words (inference.featurize.Unseen).
     buckets: int = field(default=0, metadata=_range(ge=0))
+    # "Wide and deep": n_classes more columns a row, pooled with the rest and added to the
+    # MLP's logits, a linear model over the same n-grams (inference.network.SparseDAN).
+    wide: bool = False
     bucket_ngrams: bool = True
     subwords: list[int] = field(default_factory=lambda: [3, 5])
     # The student stage's own seed (None: run.seed). Students of several seeds can then share
@@ -243,7 +255,9 @@ HASHED_ONLY_WHEN_SET = [("student", "init", "random"), ("teacher", "max_windows"
                ("data", "augment.neighbours", 10), ("data", "augment.splice_prob", 0.0),
                ("student", "buckets", 0), ("student", "bucket_ngrams", True),
                ("student", "subwords", [3, 5]), ("data", "max_bad_fraction", 0.01),
-               ("student", "seed", None)]
+               ("student", "seed", None), ("student", "distill.loss", "kl"),
+               ("student", "wide", False), ("data", "pool_budget", None),
+               ("data", "pool_select", "cross-entropy")]
 
 
 @dataclass

@@ -84,10 +84,13 @@ class PoolStats:
     kept: int = 0
     duplicates: int = 0  # repeated within the pool, or already a training text
     leaked: int = 0  # also in dev or test: removed, never soft-labelled
+    # data.pool_budget: how the unlabelled texts were chosen ({} when all were kept)
+    selection: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"kept": self.kept, "duplicates_removed": self.duplicates,
-                "leakage_removed": self.leaked, "sources": [s.as_dict() for s in self.sources]}
+                "leakage_removed": self.leaked, "sources": [s.as_dict() for s in self.sources],
+                **({"selection": self.selection} if self.selection else {})}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,27 +387,52 @@ def iter_pool(cfg: Config, labeled: LabeledData, stats: PoolStats) -> Iterator[s
     """
     # Here, not at the top: augmentation needs torch, which reading a config need not load.
     from .augment import augment_texts
+    from .select import select
 
     held_out = {text_key(t) for s in (labeled.dev, labeled.test) if s is not None
                 for t in s.texts}
-    seen = {text_key(t) for t in labeled.train.texts}
+    train_keys = {text_key(t) for t in labeled.train.texts}
+    seen = set(train_keys)
 
-    def admit(text: str) -> bool:
+    def admit(text: str, counts: PoolStats) -> bool:
         key = text_key(text)
         if key in held_out:
-            stats.leaked += 1
+            counts.leaked += 1
         elif key in seen:
-            stats.duplicates += 1
+            counts.duplicates += 1
         else:
             seen.add(key)
-            stats.kept += 1
+            counts.kept += 1
             return True
         return False
 
-    for i, src in enumerate(cfg.data.unlabeled):
-        for text, _ in iter_texts(cfg, f"data.unlabeled[{i}]", src, stats.sources):
-            if admit(text):
-                yield text
+    def unlabeled(counts: PoolStats) -> Iterator[str]:
+        """One pass over data.unlabeled, de-duplicated and guarded, counted in `counts`."""
+        seen.clear()
+        seen.update(train_keys)
+        for i, src in enumerate(cfg.data.unlabeled):
+            for text, _ in iter_texts(cfg, f"data.unlabeled[{i}]", src, counts.sources):
+                if admit(text, counts):
+                    yield text
+
+    d = cfg.data
+    if d.pool_budget is None:
+        yield from unlabeled(stats)
+    else:
+        passes: list[PoolStats] = []
+
+        def one_pass() -> Iterator[str]:
+            passes.append(PoolStats())
+            return unlabeled(passes[-1])
+
+        chosen = select(one_pass, labeled.train.texts, d.pool_budget, d.pool_select,
+                        cfg.run.seed, cfg.vocab.token_pattern, cfg.vocab.lowercase)
+        last = passes[-1]  # every pass reads the same texts: the last one's counts stand
+        stats.sources, stats.duplicates, stats.leaked = last.sources, last.duplicates, last.leaked
+        stats.kept = len(chosen)
+        stats.selection = {"rule": d.pool_select, "budget": d.pool_budget,
+                           "candidates": last.kept, "dropped": last.kept - len(chosen)}
+        yield from chosen
     aug = cfg.data.augment
     if aug.copies > 0:
         source = SourceStats(key="data.augment", path=f"{aug.copies} perturbed copies of train",
@@ -412,6 +440,6 @@ def iter_pool(cfg: Config, labeled: LabeledData, stats: PoolStats) -> Iterator[s
         stats.sources.append(source)
         for text in augment_texts(labeled.train.texts, aug, cfg.run.seed):
             source.read += 1
-            if admit(text):
+            if admit(text, stats):
                 source.kept += 1
                 yield text

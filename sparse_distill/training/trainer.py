@@ -84,6 +84,13 @@ class PhaseTrainer:
             scheduler.step()
         self.state["step"] += 1
 
+    def release(self) -> None:
+        """Free the optimizers' state (SparseAdam's moments: two tables' worth) once the phase
+        is over. Dropping the trainer is not enough: the schedulers and optimizers refer to each
+        other, so their memory would wait for the garbage collector."""
+        self.sparse.state.clear()
+        self.dense.state.clear()
+
     def evaluate(self, dev_acc: float, patience: int) -> bool:
         """Keep the best weights on disk; True when patience says stop."""
         if dev_acc > self.state["best"]:
@@ -109,7 +116,9 @@ class PhaseTrainer:
     def resume(self) -> bool:
         if not self.ckpt.is_file():
             return False
-        ckpt = torch.load(self.ckpt, weights_only=True)
+        # Memory-mapped: the model's weights are copied out of the file's pages, and SparseAdam's
+        # moments become private copies as they are updated, so the table is never held twice.
+        ckpt = torch.load(self.ckpt, weights_only=True, mmap=True)
         self.model.load_state_dict(ckpt["model"])
         self.sparse.load_state_dict(ckpt["sparse"])
         self.dense.load_state_dict(ckpt["dense"])
@@ -213,10 +222,11 @@ def distill_schedule(d: DistillConfig, n_rows: int) -> tuple[int, int]:
 def run_phase(trainer: PhaseTrainer, corpus: Bag, targets: np.ndarray | None,
               gold: np.ndarray, labelled_rows: int, dev: tuple[Bag, np.ndarray],
               total_steps: int, batch_size: int, eval_every: int, patience: int,
-              temperature: float, alpha: float, seed: int, log: Path, report: Reporter
-              ) -> dict[str, Any]:
+              temperature: float, alpha: float, seed: int, log: Path, report: Reporter,
+              loss_kind: str = "kl") -> dict[str, Any]:
     """Train until `total_steps` (or early stop), evaluating and checkpointing every
-    `eval_every` steps. `targets` None: cross-entropy on gold labels only (fine-tuning)."""
+    `eval_every` steps. `targets` None: cross-entropy on gold labels only (fine-tuning);
+    otherwise `loss_kind` ("kl" or "mse", `losses.distill_loss`) on them."""
     model, s, device = trainer.model, trainer.s, trainer.device
     resumed = trainer.resume()
     _log_until(log, trainer.phase, trainer.state["step"])
@@ -234,7 +244,7 @@ def run_phase(trainer: PhaseTrainer, corpus: Bag, targets: np.ndarray | None,
     n_rows = len(corpus) if targets is not None else labelled_rows
     batches = batches_from(n_rows, batch_size, seed, trainer.state["step"], total_steps)
     for step, (idx, inputs) in ahead(batches, prepare, CUDA_PREFETCH if cuda else 0):
-        loss = step_loss(model, inputs, targets is not None, temperature, alpha)
+        loss = step_loss(model, inputs, targets is not None, loss_kind, temperature, alpha)
         trainer.step(loss)
         seen += len(idx)
         steps += 1
