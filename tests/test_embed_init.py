@@ -26,12 +26,13 @@ def test_ngrams_become_bags_of_their_words():
     assert ids.tolist() == [0, 1, 0, 1] and offsets.tolist() == [0, 1, 3, 4]
 
 
-def test_projection_keeps_the_main_directions_at_the_random_init_scale():
+def test_projection_keeps_the_main_directions_at_the_random_init_scale(tmp_path):
     rng = np.random.default_rng(0)
     # 500 vectors that vary mostly along 3 directions of a 10-dimensional space.
     basis = np.linalg.qr(rng.normal(size=(10, 10)))[0]  # (10, 10)
     x = (rng.normal(size=(500, 10)) * [9, 5, 3, .1, .1, .1, .1, .1, .1, .1]) @ basis.T + 4.0
-    y = embed_init.project(x.astype(np.float32), 3)  # (500, 3)
+    projection = embed_init.fit_projection(x.astype(np.float32), 3)
+    y = projection(x.astype(np.float32))  # (500, 3)
     assert y.shape == (500, 3)
     assert np.linalg.norm(y, axis=1).mean() == pytest.approx(1.0, rel=1e-5)
     centred = x - x.mean(0)
@@ -39,15 +40,19 @@ def test_projection_keeps_the_main_directions_at_the_random_init_scale():
     scale = np.linalg.norm(centred, axis=1).mean()
     assert (y ** 2).sum() * scale ** 2 / (centred ** 2).sum() > 0.99
     assert np.all(np.diff(y.var(0)) < 0)
-    wide = embed_init.project(x.astype(np.float32), 16)  # wider than the vectors: zero columns
-    assert wide.shape == (500, 16) and not wide[:, 10:].any()
+    wide = embed_init.fit_projection(x.astype(np.float32), 16)(x.astype(np.float32))
+    assert wide.shape == (500, 16) and not wide[:, 10:].any()  # past the vectors' width: zeros
+    # Saved and loaded, it maps new vectors as it mapped these.
+    projection.save(tmp_path / "p.safetensors")
+    again = embed_init.Projection.load(tmp_path / "p.safetensors")
+    assert np.array_equal(again(x[:7].astype(np.float32)), y[:7])
 
 
 def test_teacher_table_composes_ngrams_and_caches_word_vectors(tiny_classifier, tmp_path,
                                                               monkeypatch):
     vocab = vocabulary(["great", "film", "great film", "dull", "dull film"])
-    table = embed_init.teacher_table(vocab, str(tiny_classifier), 8, tmp_path,
-                                     torch.device("cpu"))  # (5, 8)
+    table, _ = embed_init.teacher_table(vocab, str(tiny_classifier), 8, tmp_path,
+                                        torch.device("cpu"))  # (5, 8)
     assert table.shape == (5, 8)
     torch.testing.assert_close(table[2], (table[0] + table[1]) / 2)
     torch.testing.assert_close(table[4], (table[3] + table[1]) / 2)
@@ -58,8 +63,8 @@ def test_teacher_table_composes_ngrams_and_caches_word_vectors(tiny_classifier, 
         raise AssertionError("the encoder ran again")
 
     monkeypatch.setattr(embed_init, "encode_words", no_encoder)
-    again = embed_init.teacher_table(vocab, str(tiny_classifier), 8, tmp_path,
-                                     torch.device("cpu"))
+    again, _ = embed_init.teacher_table(vocab, str(tiny_classifier), 8, tmp_path,
+                                        torch.device("cpu"))
     torch.testing.assert_close(again, table, rtol=0, atol=0)
 
 
@@ -75,7 +80,9 @@ def test_student_init_teacher_starts_the_table_from_the_teacher(config_dict, tin
     result = train_student(cfg)
     assert result.manifest["timings"]["init_s"] > 0
     table = load_file(str(result.output / "model.safetensors"))["embedding.weight"]
-    expected = embed_init.teacher_table(Vocabulary.load(cfg.run_dir() / "vocab"),
-                                        str(tiny_classifier), 16,
-                                        cfg.run_dir() / "features" / "init", torch.device("cpu"))
+    expected, projection = embed_init.teacher_table(
+        Vocabulary.load(cfg.run_dir() / "vocab"), str(tiny_classifier), 16,
+        cfg.run_dir() / "features" / "init", torch.device("cpu"))
     torch.testing.assert_close(table, expected, rtol=0, atol=1e-6)
+    saved = embed_init.Projection.load(result.output / "projection.safetensors")
+    assert torch.equal(saved.components, projection.components)

@@ -92,5 +92,5 @@ def test_weights_read_into_the_model_are_the_ones_written(tmp_path):
     assert fresh.embedding.weight is table  # read into the model's own memory
     for name, value in trained.state_dict().items():
         assert torch.equal(fresh.state_dict()[name], value), name
-    with pytest.raises(ValueError, match="embedding.weight"):
+    with pytest.raises(ValueError, match=r"embedding\.weight"):
         load_weights_into(SparseDAN(51, 3, 8, [4]), tmp_path / "w.safetensors")

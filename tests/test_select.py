@@ -67,5 +67,5 @@ def test_the_pool_budget_gives_every_stage_the_same_chosen_texts(config_dict):
 
 
 def test_a_bad_budget_is_one_line_naming_the_key(config_dict):
-    with pytest.raises(ConfigError, match="data.pool_budget"):
+    with pytest.raises(ConfigError, match=r"data\.pool_budget"):
         config_from_dict({**config_dict, "data": {**config_dict["data"], "pool_budget": 0}})

@@ -132,6 +132,10 @@ def train_student(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = Fals
                           f"{res['dev_accuracy']:.4f} (best at step {res['best_step']} of "
                           f"{res['steps']}{stopped})")
         table.add_row("wall time", f"{m['timings']['total_s']:.1f} s")
+        memory = m.get("memory", {})
+        if memory.get("peak_gib") is not None:
+            table.add_row("peak memory", f"{memory['peak_gib']:.2f} GiB (estimated "
+                          f"{memory['estimate_gib']['peak']:.2f} before the table existed)")
         out.print(table)
     out.print(f"output: {result.output}")
     out.print(f"next:   sdistill eval {config}")
@@ -290,3 +294,50 @@ def benchmark(
             except ValueError as exc:
                 raise SDistillError(f"--readme: {exc}") from None
         out.print(f"updated the benchmark figures in {readme}")
+
+
+@app.command()
+def sweep(
+    config: ConfigArg,
+    rows: Annotated[Path, typer.Argument(
+        help="A YAML file of rows, as benchmarks/ablation.yaml: {DATASET: [{name: ..., set: "
+             "[KEY=VALUE, ...]}]}, DATASET the config file's stem.", show_default=False)],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="The Markdown table; the same figures go to a .json beside it "
+                               "\\[default: RUN/sweep.md].", show_default=False)] = None,
+    set_: SetOpt = None,
+) -> None:
+    """The config's student against variants of it, each sharing the run's vocabulary and
+    teacher where it can: dev and test accuracy, the most-unseen quarter, texts/s, peak memory
+    and time of each, to choose a setting on dev."""
+    from ..stages.benchmark import dataset_name
+    from ..stages.sweep import sweep as run_sweep
+    from ..stages.sweep import write_sweep
+    from ..stages.variants import read_variants
+
+    with user_errors():
+        cfg = as_config(config, set_)
+        variants = read_variants(rows, dataset_name(cfg))
+        if not variants:
+            raise SDistillError(f"{rows}: no rows for {dataset_name(cfg)!r} (the config file's "
+                                "stem); add them under that key")
+        bars = reporter()
+        try:
+            result = run_sweep(cfg, variants, report=bars,
+                               on_step=lambda step: (bars.close(), err.print(f"[dim]{step}[/]")))
+        finally:
+            bars.close()
+        path = output or cfg.run_dir() / "sweep.md"
+        write_sweep(result, path, " ".join(["sdistill", "sweep", *sys.argv[2:]]))
+    table = Table("row", "dev", "test", "texts/s, 1 thread", "peak RSS", "student stage",
+                  title=f"sweep of {config}", title_justify="left")
+    for r in result.rows:
+        table.add_row(r.name, f"{r.dev_accuracy:.4f}",
+                      "-" if r.test_accuracy is None else f"{r.test_accuracy:.4f}",
+                      f"{r.texts_per_s_1:,.0f}",
+                      "-" if r.peak_gib is None else f"{r.peak_gib:.2f} GiB",
+                      f"{r.stages[0].seconds / 60:.1f} min")
+    out.print(table)
+    best = max(result.rows, key=lambda r: r.dev_accuracy)
+    out.print(f"best by dev: {best.name} ({best.dev_accuracy:.4f}); wrote {path} and "
+              f"{path.with_suffix('.json')}")

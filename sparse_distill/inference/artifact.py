@@ -15,6 +15,9 @@ from ..errors import DataError
 from ..files import atomic_write_json
 
 STUDENT_FILE = "student.json"
+# With `init: teacher`: the map from the teacher's word vectors to the table's rows
+# (`training.embed_init.Projection`), kept so that an unseen word can be mapped the same way.
+PROJECTION_FILE = "projection.safetensors"
 FORMAT = 1
 
 

@@ -84,13 +84,13 @@ class SparseDAN(nn.Module):
             pooled = torch.ops.quantized.embedding_bag_byte_rowwise_offsets(
                 self.packed, ids, offsets, False, 2 if self.mode == "max" else 0, False,
                 per_id, None, True)  # (batch, width)
-            return self._head(pooled)
+            return self.head(pooled)
         table = self.embedding.weight
         if table.dtype != torch.float32:  # float16 / bfloat16: pooled in its dtype
             pooled = F.embedding_bag(ids, table, offsets, mode=self.mode,
                                      per_sample_weights=None if per_id is None
                                      else per_id.to(table.dtype), include_last_offset=True)
-            return self._head(pooled.float())
+            return self.head(pooled.float())
         if torch.is_grad_enabled() and table.requires_grad:
             # Look each distinct id up once: the sparse gradient then has one row per distinct
             # n-gram of the batch instead of one per occurrence, which halves SparseAdam's work
@@ -104,10 +104,10 @@ class SparseDAN(nn.Module):
                                      per_sample_weights=per_id, include_last_offset=True)
         if self.dense_bf16 and pooled.is_cuda:
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                return self._head(pooled).float()  # (batch, n_classes)
-        return self._head(pooled)  # pooled: (batch, width)
+                return self.head(pooled).float()  # (batch, n_classes)
+        return self.head(pooled)  # pooled: (batch, width)
 
-    def _head(self, pooled: torch.Tensor) -> torch.Tensor:
+    def head(self, pooled: torch.Tensor) -> torch.Tensor:
         """(batch, width) pooled rows -> (batch, n_classes): the MLP on the first d columns,
         plus the linear part's columns when the table is wide."""
         logits = self._mlp(pooled[:, :self.dim])  # (batch, n_classes)

@@ -55,8 +55,9 @@ from ..evaluation.results import (
 )
 from ..evaluation.timing import OtherLoad, machine, profile_student, throughput
 from ..evaluation.uncertainty import bits_accuracy, bootstrap_interval, correct_bits, verdict
+from ..evaluation.unseen_words import UnseenWordVectors
 from ..files import atomic_write_json, atomic_write_text
-from ..inference.artifact import read_student
+from ..inference.artifact import PROJECTION_FILE, read_student
 from ..inference.student import Student
 from ..progress import Reporter
 from ..training.config import Config
@@ -68,7 +69,7 @@ from .config import apply_overrides, as_config, config_from_dict
 from .pipeline import run_all
 from .rundir import StageResult, teacher_source
 from .shrink_table import measure_variants
-from .variants import Variant, read_variants, run_variant, variant_config
+from .variants import Variant, best_student, read_variants, run_variant, variant_config
 
 
 @dataclass
@@ -218,7 +219,10 @@ def _measure_teacher(cfg: Config, sitting: _Sitting) -> str:
     return str(rt.device)
 
 
-def _student_threads(student: Student) -> Callable[[int], None]:
+UNSEEN_WORDS_ROW = "student + teacher vectors for unseen words"
+
+
+def student_threads(student: Student) -> Callable[[int], None]:
     def set_threads(n: int) -> None:
         student.threads = n
 
@@ -236,14 +240,27 @@ def _measure_students(cfg: Config, results: dict[str, StageResult], sitting: _Si
     sitting.add("student (KD)", students["student (KD)"].predict, trained["kd"]["dev_accuracy"],
                 f"d={cfg.student.embedding_dim}, hidden {cfg.student.hidden_dims}, "
                 f"|V|={len(students['student (KD)'].featurizer.vocab):,}", scale="threads",
-                set_threads=_student_threads(students["student (KD)"]))
+                set_threads=student_threads(students["student (KD)"]))
     if "kd_ft" in trained:
         # The fine-tune starts from the KD weights and keeps them unless dev improves.
         students["student (KD+FT)"] = Student.load(student_dir)
         sitting.add("student (KD+FT)", students["student (KD+FT)"].predict,
                     trained["kd_ft"]["dev_accuracy"], "fine-tuned on gold; KD weights kept "
                     "unless dev improved", scale="threads",
-                    set_threads=_student_threads(students["student (KD+FT)"]))
+                    set_threads=student_threads(students["student (KD+FT)"]))
+    if (student_dir / PROJECTION_FILE).is_file():
+        # An option, measured beside the students: the better of them by dev, with a vector
+        # from the teacher for each word its vocabulary lacks.
+        kd_ft = trained.get("kd_ft", {}).get("dev_accuracy", -1.0)
+        best = students["student (KD+FT)" if kd_ft > trained["kd"]["dev_accuracy"]
+                        else "student (KD)"]
+        helped = UnseenWordVectors(best, student_dir, teacher_source(cfg.run_dir()),
+                                   cfg.teacher.trust_remote_code)
+        sitting.add(UNSEEN_WORDS_ROW, helped.predict,
+                    accuracy(helped.predict, sitting.data.dev.texts, sitting.data.dev.labels),
+                    "the best student by dev; each word its vocabulary lacks gets the teacher's "
+                    "vector through the table's initial projection, cached per word (warm when "
+                    "timed)", scale="threads", set_threads=torch.set_num_threads)
     for name, directory in extra.items():
         other = Student.load(directory)
         if other.labels != sitting.data.labels:
@@ -253,7 +270,7 @@ def _measure_students(cfg: Config, results: dict[str, StageResult], sitting: _Si
         sitting.add(name, other.predict, accuracy(other.predict, sitting.data.dev.texts,
                                                   sitting.data.dev.labels),
                     f"{shrunk['summary'] if shrunk else 'a student directory'}: {directory}",
-                    scale="threads", set_threads=_student_threads(other))
+                    scale="threads", set_threads=student_threads(other))
     return students
 
 
@@ -268,7 +285,7 @@ def _measure_baselines(cfg: Config, sitting: _Sitting, report: Reporter) -> floa
         report.close()
         sitting.add("DAN from scratch (gold only)", predict, dev_acc, settings,
                     time.perf_counter() - t0, scale="threads",
-                    set_threads=_student_threads(scratch))
+                    set_threads=student_threads(scratch))
         say("training TF-IDF + logistic regression")
         t0 = time.perf_counter()
         predict, dev_acc, settings = train_tfidf_lr(data, seed)
@@ -290,23 +307,13 @@ def _measure_baselines(cfg: Config, sitting: _Sitting, report: Reporter) -> floa
     return time.perf_counter() - start
 
 
-def _best_by_dev(student_dir: Path, manifest: dict[str, Any]) -> tuple[str, float]:
-    """The weights file of a student stage's best student by dev (KD on a tie), its dev."""
-    trained = manifest["results"]
-    kd, ft = trained["kd"]["dev_accuracy"], trained.get("kd_ft", {}).get("dev_accuracy")
-    if ft is not None and ft > kd:
-        return "model.safetensors", ft
-    return "model-kd.safetensors", kd
-
-
 def _variant_student(cfg: Config, variant: Config, data: LabeledData, report: Reporter
                      ) -> tuple[float, str, dict[str, StageResult], Student]:
     """Run a variant (sharing what it can with the run) and score its best student by dev on
     the test texts: (its dev accuracy, which test texts it got right, its stages, itself)."""
     assert data.test is not None
     stages = run_variant(cfg, variant, report)
-    weights, dev = _best_by_dev(variant.run_dir() / "student", stages["student"].manifest)
-    student = Student.load(variant.run_dir() / "student", weights)
+    student, _, dev = best_student(stages["student"].output, stages["student"].manifest)
     return dev, correct_bits(predictions(student.predict, data.test.texts),
                              data.test.labels), stages, student
 
@@ -356,7 +363,7 @@ def _ablation_row(cfg: Config, row: Variant, data: LabeledData, best: ModelResul
     dev, bits, stages, student = _variant_student(
         cfg, variant_config(cfg, row.name, row.overrides), data, report)
     sitting.contenders.append(Contender(ablation_name(row.name), student.predict,
-                                        best.batch_size, "threads", _student_threads(student)))
+                                        best.batch_size, "threads", student_threads(student)))
     kind, p = verdict(bits, best.test_correct)
     return AblationRow(row.name, row.overrides, dev, bits_accuracy(bits),
                        bootstrap_interval(bits), kind, p, stage_times(stages), bits,

@@ -31,7 +31,7 @@ from ..files import (
     sha256_file,
     staged_dir,
 )
-from ..inference.artifact import student_meta, write_student
+from ..inference.artifact import PROJECTION_FILE, student_meta, write_student
 from ..inference.card import write_card
 from ..inference.featurize import Bag, Featurizer, Unseen, Vocabulary
 from ..inference.network import SparseDAN, load_weights_into, save_weights
@@ -100,7 +100,7 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
     memory = check_memory(cfg, data, rt)
     work = cfg.run_dir() / PARTIAL
     prepare_partial(work, fp)
-    model, dense_bf16 = _model(cfg, data, vocab, rt, timings, report)
+    model, dense_bf16 = _model(cfg, data, vocab, rt, work, timings, report)
     results = _train(cfg, model, data, rt, work, timings, report)
     report.close()
     timings["total_s"] = time.perf_counter() - start
@@ -216,7 +216,7 @@ def check_memory(cfg: Config, data: StudentData, rt: Runtime) -> MemoryEstimate:
     return estimate
 
 
-def _model(cfg: Config, data: StudentData, vocab: Vocabulary, rt: Runtime,
+def _model(cfg: Config, data: StudentData, vocab: Vocabulary, rt: Runtime, work: Path,
            timings: dict[str, float], report: Reporter) -> tuple[SparseDAN, bool]:
     """The DAN at its starting point on the run's device (random, or the teacher's view of each
     n-gram's words: `student.init`), and whether its dense layers run in bf16."""
@@ -228,11 +228,16 @@ def _model(cfg: Config, data: StudentData, vocab: Vocabulary, rt: Runtime,
                       wide=s.wide)
     if s.init == "teacher":
         start = time.perf_counter()
+        table, projection = teacher_table(
+            vocab, teacher_source(cfg.run_dir()), s.embedding_dim,
+            cfg.run_dir() / "features" / "init", rt.device, cfg.teacher.trust_remote_code,
+            report)  # (|V|, d)
         with torch.no_grad():  # the buckets' rows, hashed strings with no words, stay random
-            model.embedding.weight[:len(vocab), :s.embedding_dim].copy_(teacher_table(
-                vocab, teacher_source(cfg.run_dir()), s.embedding_dim,
-                cfg.run_dir() / "features" / "init", rt.device, cfg.teacher.trust_remote_code,
-                report))
+            model.embedding.weight[:len(vocab), :s.embedding_dim].copy_(table)
+        del table
+        # Kept with the student: a word its vocabulary lacks can be mapped the same way later
+        # (evaluation.unseen_words).
+        projection.save(work / PROJECTION_FILE)
         timings["init_s"] = time.perf_counter() - start
     return model.to(rt.device), dense_bf16
 
@@ -299,6 +304,8 @@ def _finish(cfg: Config, work: Path, data: StudentData, manifest: dict[str, Any]
         final = "finetune" if s.finetune.epochs > 0 else "distill"
         shutil.copy(best_path(work, final), tmp / "model.safetensors")
         shutil.copy(work / "log.jsonl", tmp / "log.jsonl")
+        if (work / PROJECTION_FILE).is_file():
+            shutil.copy(work / PROJECTION_FILE, tmp / PROJECTION_FILE)
         atomic_write_json(tmp / "manifest.json", manifest)
         write_card(tmp)
     out = run_dir / "student"

@@ -20,6 +20,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..files import staged_dir
+from ..inference.student import Student
 from ..progress import Reporter
 from ..training.config import Config
 from .config import apply_overrides, config_from_dict
@@ -28,6 +29,7 @@ from .rundir import (
     StageResult,
     fingerprint,
     input_fingerprints,
+    prepare_partial,
     read_manifest,
     stage_differences,
 )
@@ -69,6 +71,33 @@ def _share(main: Config, variant: Config, stage: str) -> None:
         shutil.copytree(src, tmp, copy_function=os.link)
 
 
+def _finetune_key(cfg: Config) -> dict[str, Any]:
+    """What the teacher's fine-tuning reads: its settings, the seed, and train and dev (their
+    files and how bad lines are read); the pool and its augmentation it never sees."""
+    d = cfg.to_dict()["data"]
+    sources = {i["key"]: i["sha256"] or i["path"] for i in input_fingerprints(cfg)
+               if i["key"] in ("data.train", "data.dev")}
+    return {"teacher": cfg.to_dict()["teacher"], "seed": cfg.run.seed, "sources": sources,
+            "read": {k: d[k] for k in ("train", "dev", "on_bad_line", "max_bad_fraction")}}
+
+
+def _share_finetuned(main: Config, variant: Config) -> None:
+    """A variant that labels another pool (augmentation, a budget) with the same fine-tuned
+    teacher: the main run's fine-tuned model is hard-linked into the variant's teacher work
+    directory, where `teach` finds it and goes straight to labelling (on rt that saves the
+    fine-tuning's 10-45 minutes a row)."""
+    model = main.run_dir() / "teacher" / "model"
+    work = variant.run_dir() / "teacher.partial"
+    if (variant.run_dir() / "teacher").exists() or (work / "model").exists() \
+            or not (model / "finetune.json").is_file() or not variant.teacher.finetune \
+            or _finetune_key(main) != _finetune_key(variant):
+        return
+    prepare_partial(work, fingerprint(variant, "teacher", input_fingerprints(variant)))
+    with staged_dir(work / "model", force=False) as tmp:
+        shutil.rmtree(tmp)
+        shutil.copytree(model, tmp, copy_function=os.link)
+
+
 def run_variant(main: Config, variant: Config, report: Reporter | None = None
                 ) -> dict[str, StageResult]:
     """The variant's vocab, teacher and student stages, each shared with the main run where it
@@ -79,9 +108,21 @@ def run_variant(main: Config, variant: Config, report: Reporter | None = None
                        ("teacher", lambda c: teach(c, report=report)),
                        ("student", lambda c: train_student(c, report=report))):
         _share(main, variant, stage)
+        if stage == "teacher":
+            _share_finetuned(main, variant)
         results[stage] = run(variant)
         report.close()
     return results
+
+
+def best_student(student_dir: Path, manifest: dict[str, Any]) -> tuple[Student, str, float]:
+    """A student stage's best student by dev (KD on a tie): itself, "KD" or "KD+FT", its dev
+    accuracy."""
+    trained = manifest["results"]
+    kd, ft = trained["kd"]["dev_accuracy"], trained.get("kd_ft", {}).get("dev_accuracy")
+    if ft is not None and ft > kd:
+        return Student.load(student_dir, "model.safetensors"), "KD+FT", ft
+    return Student.load(student_dir, "model-kd.safetensors"), "KD", kd
 
 
 def read_variants(path: Path, dataset: str) -> list[Variant]:

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from ..files import sha256_file, staged_dir
 from ..inference.featurize import Vocabulary
@@ -75,19 +78,48 @@ def encode_words(encoder: Any, tokenizer: Any, words: list[str], device: torch.d
     return out
 
 
-def project(vectors: np.ndarray, dim: int) -> np.ndarray:
-    """(W, hidden) -> (W, dim): centred, onto the top principal components (zero columns past
-    the hidden size), scaled so that the mean row norm is 1, as the random init's rows are."""
+@dataclass(frozen=True)
+class Projection:
+    """The map from the teacher's word vectors to the student's rows: centre, onto the top
+    principal components, scale. Kept in the student directory (`projection.safetensors`) so
+    that a word the vocabulary lacks can be mapped the same way later."""
+
+    mean: torch.Tensor  # (hidden,) float64
+    components: torch.Tensor  # (hidden, min(dim, hidden)) float64
+    scale: float
+    dim: int
+
+    def __call__(self, vectors: np.ndarray) -> np.ndarray:
+        """(W, hidden) -> (W, dim) float32 (zero columns past the hidden size)."""
+        y = (torch.from_numpy(vectors).double() - self.mean) @ self.components / self.scale
+        if y.shape[1] < self.dim:
+            y = F.pad(y, (0, self.dim - y.shape[1]))  # (W, dim)
+        return y.float().numpy()
+
+    def save(self, path: Path) -> None:
+        save_file({"mean": self.mean.contiguous(), "components": self.components.contiguous(),
+                   "scale": torch.tensor([self.scale], dtype=torch.float64)}, str(path),
+                  metadata={"dim": str(self.dim)})
+
+    @classmethod
+    def load(cls, path: Path) -> Projection:
+        with safe_open(str(path), "pt") as f:
+            dim = int(f.metadata()["dim"])
+            return cls(f.get_tensor("mean"), f.get_tensor("components"),
+                       float(f.get_tensor("scale")[0]), dim)
+
+
+def fit_projection(vectors: np.ndarray, dim: int) -> Projection:
+    """The projection of `vectors` (W, hidden): centred, onto the top principal components,
+    scaled so that the mean row norm is 1, as the random init's rows are."""
     x = torch.from_numpy(vectors).double()  # (W, hidden)
-    x = x - x.mean(0)
+    mean = x.mean(0)  # (hidden,)
+    x = x - mean
     # Eigenvectors of the hidden x hidden covariance: exact, and cheap for W ~ 50,000.
     eigvals, eigvecs = torch.linalg.eigh(x.T @ x)  # (hidden,), (hidden, hidden) ascending
     top = eigvecs[:, eigvals.argsort(descending=True)[:dim]]  # (hidden, min(dim, hidden))
-    y = x @ top  # (W, min(dim, hidden))
-    y = y / y.norm(dim=1).mean()
-    if y.shape[1] < dim:
-        y = F.pad(y, (0, dim - y.shape[1]))  # (W, dim)
-    return y.float().numpy()
+    scale = float((x @ top).norm(dim=1).mean())
+    return Projection(mean, top, scale, dim)
 
 
 def word_vectors(source: str, words: list[str], cache: Path, device: torch.device,
@@ -110,10 +142,12 @@ def word_vectors(source: str, words: list[str], cache: Path, device: torch.devic
 
 def teacher_table(vocab: Vocabulary, source: str, dim: int, cache: Path, device: torch.device,
                   trust_remote_code: bool = False, report: Reporter | None = None
-                  ) -> torch.Tensor:
-    """(|V|, dim) float32: each n-gram's row the mean of its words' projected teacher vectors."""
+                  ) -> tuple[torch.Tensor, Projection]:
+    """(|V|, dim) float32: each n-gram's row the mean of its words' projected teacher vectors;
+    and the projection that made them."""
     words, ids, offsets = vocabulary_words(vocab)
-    vectors = project(word_vectors(source, words, cache, device, trust_remote_code, report), dim)
-    return F.embedding_bag(torch.from_numpy(ids), torch.from_numpy(vectors),
+    raw = word_vectors(source, words, cache, device, trust_remote_code, report)
+    projection = fit_projection(raw, dim)
+    return F.embedding_bag(torch.from_numpy(ids), torch.from_numpy(projection(raw)),
                            torch.from_numpy(offsets), mode="mean",
-                           include_last_offset=True)  # (|V|, dim)
+                           include_last_offset=True), projection  # (|V|, dim)

@@ -1,0 +1,91 @@
+"""Words the student's vocabulary lacks, given a vector at predict time (an option measured by
+the benchmark, not a default).
+
+The student knows nothing of a word it never saw: its n-grams are not in the table and add
+nothing to the text's mean. The teacher still knows it. With the projection that initialised the
+table (`training.embed_init.Projection`, kept in the student directory), each unseen word of a
+text gets the row it would have started from: the teacher's encoder reads the word alone, its
+pieces' last hidden states are averaged and projected to d. That vector joins the text's
+count-weighted mean as one more n-gram; the vectors are cached per word, so a word costs the
+encoder once. The trained rows have moved from their starting points, the unseen words' vectors
+have not: whether they still help is what the benchmark's row measures.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import DataError
+from ..inference.artifact import PROJECTION_FILE
+from ..inference.student import Student
+from ..training.embed_init import Projection, encode_words
+from ..training.hf import load_classifier, load_tokenizer
+
+
+class UnseenWordVectors:
+    """`student`, with a vector from `teacher` for each word of a text its vocabulary lacks."""
+
+    def __init__(self, student: Student, directory: str | Path, teacher: str,
+                 trust_remote_code: bool = False):
+        path = Path(directory) / PROJECTION_FILE
+        if not path.is_file():
+            raise DataError(f"{directory}: no {PROJECTION_FILE} (students trained with "
+                            "student.init: teacher have one)")
+        if student.pooling == "max" or student.model.embedding is None \
+                or student.model.embedding.weight.dtype != torch.float32:
+            raise DataError(f"{directory}: unseen-word vectors need a float32 table and mean "
+                            "or sum pooling")
+        self.student = student
+        self.projection = Projection.load(path)
+        self.tokenizer = load_tokenizer(teacher, trust_remote_code)
+        self.encoder = load_classifier(teacher, None, trust_remote_code).base_model
+        vocab = student.featurizer.vocab
+        self.known = {g for g in vocab.ngrams if " " not in g}  # the vocabulary's words
+        self.words = re.compile(vocab.token_pattern).findall
+        self.lowercase = vocab.lowercase
+        self.cache: dict[str, np.ndarray] = {}  # word -> (d,) float32
+
+    def unseen(self, text: str) -> list[str]:
+        """The text's word occurrences that the vocabulary lacks, in order."""
+        words = self.words(text.lower() if self.lowercase else text)
+        return [w for w in words if w not in self.known]
+
+    def _vectors(self, words: list[str]) -> None:
+        new = sorted({w for w in words if w not in self.cache})
+        if new:
+            raw = encode_words(self.encoder, self.tokenizer, new, torch.device("cpu"))
+            for word, vector in zip(new, self.projection(raw), strict=True):
+                self.cache[word] = vector
+
+    @torch.inference_mode()
+    def logits(self, texts: list[str]) -> np.ndarray:
+        """(n_texts, n_classes) float32."""
+        student, model = self.student, self.student.model
+        bag = student.featurizer.bag(texts, mean=False)  # counts
+        table = model.embedding.weight  # (rows, width)
+        pooled = F.embedding_bag(torch.from_numpy(bag.ids), table, torch.from_numpy(bag.offsets),
+                                 mode="sum", per_sample_weights=torch.from_numpy(bag.weights),
+                                 include_last_offset=True)  # (n, width)
+        unseen = [self.unseen(t) for t in texts]
+        self._vectors([w for words in unseen for w in words])
+        extra = np.zeros((len(texts), model.dim), np.float32)  # (n, d)
+        for i, words in enumerate(unseen):
+            for w in words:
+                extra[i] += self.cache[w]
+        pooled[:, :model.dim] += torch.from_numpy(extra)
+        if student.pooling == "mean":
+            cumulative = np.concatenate([[0.0], np.cumsum(bag.weights, dtype=np.float64)])
+            counts = cumulative[bag.offsets[1:]] - cumulative[bag.offsets[:-1]]  # (n,)
+            total = (counts + np.fromiter(map(len, unseen), np.float64, len(texts))
+                     ).astype(np.float32)  # (n,)
+            pooled /= torch.from_numpy(np.maximum(total, 1.0))[:, None]
+        return model.head(pooled).numpy()
+
+    def predict(self, texts: list[str]) -> list[str]:
+        labels = self.student.labels
+        return [labels[i] for i in self.logits(texts).argmax(axis=1)]

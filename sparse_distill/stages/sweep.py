@@ -1,0 +1,146 @@
+"""`sdistill sweep CONFIG ROWS`: the config's student against variants of it (`--set` lists, as in
+`benchmarks/ablation.yaml`), each sharing the run's vocabulary and teacher where it can: what a
+user runs to choose a setting (a width, a loss, a pool budget) on their own data.
+
+Every row: its best student by dev (KD, or KD+FT when fine-tuning improved dev), dev and test
+accuracy, accuracy on the test texts the config's vocabulary lacks most (the most-unseen
+quarter), texts/s at one thread and on every core (one thread-fair sitting of all rows), the
+student stage's peak resident memory and wall time. Choose on dev; test is there to report.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..evaluation.fair import Contender, fair_speed
+from ..evaluation.metrics import predictions
+from ..evaluation.results import StageTime
+from ..evaluation.timing import machine
+from ..evaluation.uncertainty import bits_accuracy, correct_bits
+from ..files import atomic_write_json, atomic_write_text
+from ..progress import Reporter
+from ..training.config import Config
+from ..training.data import load_labeled
+from .benchmark import config_hash, git_commit, stage_times, student_threads, unseen_quarter
+from .config import as_config
+from .teach import teach
+from .train_student import train_student
+from .variants import Variant, best_student, run_variant, variant_config
+from .vocab import build_vocab
+
+
+@dataclass
+class SweepRow:
+    name: str
+    overrides: list[str]
+    weights: str  # which of the student's weights dev chose
+    dev_accuracy: float
+    test_accuracy: float | None
+    unseen_quarter_accuracy: float | None
+    texts_per_s_1: float
+    texts_per_s: float
+    peak_gib: float | None
+    stages: list[StageTime]
+
+
+@dataclass
+class SweepResult:
+    config: str
+    config_hash: str
+    rows: list[SweepRow]
+    cores: int
+    unseen_quarter_rate: float | None
+
+
+REFERENCE = "the config's student"
+
+
+def sweep(cfg: Config | str | Path, rows: list[Variant], report: Reporter | None = None,
+          on_step: Callable[[str], None] | None = None) -> SweepResult:
+    """Train (or find up to date) the config's student and each row's; measure them all."""
+    cfg = as_config(cfg)
+    report = report or Reporter()
+    say = on_step or (lambda _: None)
+    say("the config's run")
+    build_vocab(cfg)
+    teach(cfg, report=report)
+    report.close()
+    main = {"student": train_student(cfg, report=report)}
+    report.close()
+    data = load_labeled(cfg)
+    runs: list[tuple[str, list[str], dict[str, Any]]] = [(REFERENCE, [], main)]
+    for row in rows:
+        say(f"row: {row.name}")
+        runs.append((row.name, row.overrides,
+                     run_variant(cfg, variant_config(cfg, row.name, row.overrides), report)))
+    students = [best_student(stages["student"].output, stages["student"].manifest)
+                for _, _, stages in runs]
+    test = data.test or data.dev
+    assert test is not None and data.dev is not None
+    quarter, rate = unseen_quarter(students[0][0], test.texts)
+    say("timing every row: one thread, then every core")
+    texts = test.texts[:cfg.eval.speed_texts]
+    fair = fair_speed([Contender(name, student.predict, 256, "threads", student_threads(student))
+                       for (name, _, _), (student, _, _) in zip(runs, students, strict=True)],
+                      texts, rounds=cfg.eval.repeats)
+    out = []
+    for (name, overrides, stages), (student, weights, dev) in zip(runs, students, strict=True):
+        bits = correct_bits(predictions(student.predict, test.texts), test.labels)
+        out.append(SweepRow(
+            name, overrides, weights, dev,
+            bits_accuracy(bits) if data.test is not None else None,
+            sum(bits[i] == "1" for i in quarter) / len(quarter) if data.test else None,
+            fair.rates[name]["1"], fair.rates[name]["all"],
+            stages["student"].manifest.get("memory", {}).get("peak_gib"),
+            stage_times({"student": stages["student"]})))
+    return SweepResult(str(getattr(cfg, "_path", "")), config_hash(cfg), out, fair.cores,
+                       rate if data.test is not None else None)
+
+
+def render_sweep(result: SweepResult, command: str, when: str, host: str, commit: str | None
+                 ) -> str:
+    """The rows as a Markdown table, with how they were made."""
+    ref = result.rows[0]
+    lines = [f"# Sweep of `{result.config or 'a config'}`", "",
+             f"- Date: {when}; machine: {host}",
+             f"- Command: `{command}`" + (f" at commit `{commit}`" if commit else ""),
+             f"- Config hash {result.config_hash}. Each row is the config with its overrides, "
+             "sharing the run's vocabulary and teacher where they are unchanged; its student is "
+             "the better of KD / KD+FT by dev. Choose on dev; test is reported, not chosen on.",
+             "- Speed: every row's student timed end to end on the same test texts in one "
+             f"sitting, at one thread and on {result.cores} cores, the rounds interleaved.",
+             *([f"- The most-unseen quarter: the test texts whose n-grams the config's "
+                f"vocabulary lacks most (on average {result.unseen_quarter_rate:.0%})."]
+               if result.unseen_quarter_rate is not None else []), "",
+             "| row | overrides | weights | dev | dev vs the config | test | most-unseen quarter "
+             f"| texts/s, 1 thread | texts/s, {result.cores} cores | student stage peak RSS | "
+             "student stage |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result.rows:
+        stage = r.stages[0]
+        lines.append(
+            f"| {r.name} | `{' '.join(r.overrides) or '-'}` | {r.weights} | "
+            f"{r.dev_accuracy:.4f} | {100 * (r.dev_accuracy - ref.dev_accuracy):+.1f} points | "
+            + ("-" if r.test_accuracy is None else f"{r.test_accuracy:.4f}") + " | "
+            + ("-" if r.unseen_quarter_accuracy is None else f"{r.unseen_quarter_accuracy:.4f}")
+            + f" | {r.texts_per_s_1:,.0f} | {r.texts_per_s:,.0f} | "
+            + ("-" if r.peak_gib is None else f"{r.peak_gib:.2f} GiB")
+            + f" | {stage.seconds / 60:.1f} min"
+            + ("" if stage.ran_now else " (up to date)") + " |")
+    return "\n".join([*lines, ""])
+
+
+def write_sweep(result: SweepResult, out: Path, command: str = "") -> None:
+    """`out` (Markdown) and the same figures as JSON beside it."""
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = command or " ".join(sys.argv)
+    commit = git_commit()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, render_sweep(result, command, when, machine(), commit))
+    atomic_write_json(out.with_suffix(".json"), {"date": when, "machine": machine(),
+                                                 "command": command, "commit": commit,
+                                                 **asdict(result)})

@@ -1,0 +1,82 @@
+"""`sdistill sweep`: the config's student against variants that share what they can with its run
+(a narrower student trains only a student; a pool budget labels its own pool with the run's
+fine-tuned teacher, never fine-tuning it again), measured in one sitting."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import base_config, student_section, teacher_config
+from typer.testing import CliRunner
+
+import sparse_distill.stages.teach as teach_mod
+from sparse_distill.cli import app
+
+
+@pytest.fixture(scope="module")
+def swept(tiny_classifier: Path, tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    data = teacher_config(base_config(tmp / "run"), tiny_classifier, finetune=True, epochs=1)
+    data["student"] = student_section()
+    data["eval"] = {"speed_texts": 6, "repeats": 1}
+    config = tmp / "toy.yaml"
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    rows = tmp / "rows.yaml"
+    rows.write_text(yaml.safe_dump({"toy": [
+        {"name": "d 8", "set": ["student.embedding_dim=8", "student.hidden_dims=[8]"]},
+        {"name": "pool of 5", "set": ["data.pool_budget=5"]}]}), encoding="utf-8")
+    fine_tunes: list[str] = []
+    real = teach_mod.finetune
+
+    def counted(cfg, *args, **kwargs):
+        fine_tunes.append(str(cfg.run_dir()))
+        return real(cfg, *args, **kwargs)
+
+    mp = pytest.MonkeyPatch()  # module-scoped: the fixture's own patch, undone below
+    mp.setattr(teach_mod, "finetune", counted)
+    try:
+        result = CliRunner().invoke(app, ["sweep", str(config), str(rows),
+                                          "-o", str(tmp / "sweep.md")])
+    finally:
+        mp.undo()
+    assert result.exit_code == 0, result.output
+    return tmp, result.output, fine_tunes
+
+
+def test_every_row_is_measured_beside_the_configs_student(swept):
+    tmp, output, _ = swept
+    report = json.loads((tmp / "sweep.json").read_text())
+    names = [r["name"] for r in report["rows"]]
+    assert names == ["the config's student", "d 8", "pool of 5"]
+    for row in report["rows"]:
+        assert 0.0 <= row["dev_accuracy"] <= 1.0 and row["test_accuracy"] is not None
+        assert row["texts_per_s_1"] > 0 and row["texts_per_s"] > 0
+        assert row["peak_gib"] > 0 and row["weights"] in ("KD", "KD+FT")
+    text = (tmp / "sweep.md").read_text()
+    assert all(f"| {n} |" in text for n in names) and "best by dev" in output
+
+
+def test_a_row_shares_the_runs_stages_and_its_fine_tuned_teacher(swept):
+    tmp, _, fine_tunes = swept
+    run = tmp / "run"
+    assert fine_tunes == [str(run)]  # the pool row labelled its pool with the same teacher
+
+    def inode(path: Path) -> int:
+        return os.stat(path).st_ino
+
+    narrow, budget = run / "variants" / "d-8", run / "variants" / "pool-of-5"
+    # The narrower student shares the vocabulary and the whole teacher stage.
+    assert inode(narrow / "vocab" / "vocab.json") == inode(run / "vocab" / "vocab.json")
+    assert inode(narrow / "teacher" / "manifest.json") == \
+        inode(run / "teacher" / "manifest.json")
+    # The budget row labels its own, smaller pool, with the main run's fine-tuned weights.
+    weights = next((run / "teacher" / "model").glob("*.safetensors"))
+    assert inode(budget / "teacher" / "model" / weights.name) == inode(weights)
+    manifest = json.loads((budget / "teacher" / "manifest.json").read_text())
+    main = json.loads((run / "teacher" / "manifest.json").read_text())
+    assert manifest["counts"]["pool"]["kept"] == 5 < main["counts"]["pool"]["kept"]
+    assert manifest["counts"]["pool"]["selection"]["rule"] == "cross-entropy"

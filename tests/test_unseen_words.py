@@ -1,0 +1,35 @@
+"""Unseen words given the teacher's vector at predict time (`evaluation.unseen_words`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sparse_distill.evaluation.unseen_words import UnseenWordVectors
+from sparse_distill.inference.student import Student
+from sparse_distill.stages.rundir import teacher_source
+
+
+def test_unseen_words_join_the_mean_as_their_projected_teacher_vectors(trained_student):
+    student = Student.load(trained_student)
+    run = trained_student.parent
+    helped = UnseenWordVectors(student, trained_student, teacher_source(run))
+    seen = ["a warm, funny film", "a dull mess of a film"]
+    assert all(not helped.unseen(t) for t in seen)
+    # Without unseen words nothing changes.
+    assert np.allclose(helped.logits(seen), student.logits(seen), atol=1e-5)
+    text = "a warm zyzzyva film zyzzyva"
+    assert helped.unseen(text) == ["zyzzyva", "zyzzyva"]
+    logits = helped.logits([text])
+    vector = helped.cache["zyzzyva"]  # encoded once, cached
+    assert vector.shape == (student.model.dim,) and np.abs(vector).sum() > 0
+    bag = student.featurizer.bag([text])
+    table = student.model.embedding.weight.detach()
+    pooled = (table[torch.from_numpy(bag.ids).long()] * torch.from_numpy(bag.weights)[:, None]
+              ).sum(0)
+    pooled[:student.model.dim] += 2 * torch.from_numpy(vector)
+    pooled /= float(bag.weights.sum()) + 2
+    with torch.no_grad():
+        expected = student.model.head(pooled[None]).numpy()
+    assert np.allclose(logits, expected, atol=1e-5)
+    assert helped.predict([text]) == [student.labels[int(expected.argmax())]]
