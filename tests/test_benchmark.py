@@ -81,7 +81,8 @@ def _result(student: float, scratch: float, fasttext: float, tfidf: float,
         stages=[StageTime("vocab", 30.0, True, "2026-01-01T00:00:00+00:00"),
                 StageTime("teacher", 600.0, False, "2025-12-31T10:20:00+00:00", resumed=True)],
         fair=asdict(fair), config_hash="0123456789ab",
-        extra={"pool": 1000, "best_student": "student (KD)", "others_cpu_share": 0.004})
+        extra={"pool": 1000, "best_student": "student (KD)", "others_cpu_share": 0.004},
+        unseen_quarter=list(range(0, N_TEST, 4)), unseen_quarter_rate=0.42)
 
 
 def test_targets_compare_the_best_student_with_each_reference():
@@ -124,9 +125,12 @@ def test_results_render_every_row_target_and_profile_part():
     assert "`sdistill benchmark configs/toy.yaml` at commit `abc1234`" in text
     assert "`configs/toy.yaml` 0123456789ab" in text
     assert "share of the CPUs, from /proc/stat): toy 0.4%." in text
+    # the most-unseen quarter (every 4th text here) scored from each model's right texts
     assert "| student (KD) (best student by dev) | 0.8800 (0.860-0.900) | 0.8800 | 0.978 | " \
-           "25,000 | 40,000 (threads) | 32 | 400.0x |" in text
-    assert "| fastText supervised | 0.8700 (0.850-0.890) |" in text
+           "0.8800 | 25,000 | 40,000 (threads) | 32 | 400.0x |" in text
+    assert "| fastText supervised | 0.8700 (0.850-0.890) | 0.8700 | 0.967 | 0.8720 |" in text
+    assert "the 250 test texts whose n-grams the student's vocabulary lacks most (on average " \
+           "42% of them)" in text
     assert "50,000 (processes)" in text and "500.0x" in text
     assert "| student >= 0.97 x teacher | yes | retention 0.978 |" in text
     assert "| featurise (compiled: n-grams + lookup + counts) | 10.0 | 40% |" in text

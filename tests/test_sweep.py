@@ -80,3 +80,20 @@ def test_a_row_shares_the_runs_stages_and_its_fine_tuned_teacher(swept):
     main = json.loads((run / "teacher" / "manifest.json").read_text())
     assert manifest["counts"]["pool"]["kept"] == 5 < main["counts"]["pool"]["kept"]
     assert manifest["counts"]["pool"]["selection"]["rule"] == "cross-entropy"
+
+
+def test_the_benchmark_renders_a_sweep_as_it_was_made(swept):
+    from sparse_distill.evaluation.results import read_sweeps, sweeps_section
+
+    tmp, _, _ = swept
+    (tmp / "sweeps").mkdir(exist_ok=True)
+    raw = (tmp / "sweep.json").read_text()
+    (tmp / "sweeps" / "toy.json").write_text(raw)
+    text = "\n".join(sweeps_section(read_sweeps(tmp / "sweeps")))
+    made = json.loads(raw)
+    assert "### Sweep of" in text and made["date"] in text and made["command"] in text
+    # The section's table is the sweep's own file's, row for row.
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert table == [line for line in (tmp / "sweep.md").read_text().splitlines()
+                     if line.startswith("| ")]
+    assert sweeps_section([]) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sparse_distill.evaluation.unseen_words import UnseenWordVectors
+from sparse_distill.evaluation.unseen_words import UnseenWordVectors, student_projection
 from sparse_distill.inference.student import Student
 from sparse_distill.stages.rundir import teacher_source
 
@@ -13,7 +13,16 @@ from sparse_distill.stages.rundir import teacher_source
 def test_unseen_words_join_the_mean_as_their_projected_teacher_vectors(trained_student):
     student = Student.load(trained_student)
     run = trained_student.parent
-    helped = UnseenWordVectors(student, trained_student, teacher_source(run))
+    teacher = teacher_source(run)
+    projection = student_projection(trained_student, teacher, run / "features" / "init")
+    # A student trained before the projection was saved gets the same map made again.
+    (trained_student / "projection.safetensors").rename(run / "moved-projection")
+    try:
+        again = student_projection(trained_student, teacher, run / "features" / "init")
+    finally:
+        (run / "moved-projection").rename(trained_student / "projection.safetensors")
+    assert torch.equal(again.components, projection.components) and again.dim == projection.dim
+    helped = UnseenWordVectors(student, projection, teacher)
     seen = ["a warm, funny film", "a dull mess of a film"]
     assert all(not helped.unseen(t) for t in seen)
     # Without unseen words nothing changes.

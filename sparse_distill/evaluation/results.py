@@ -72,6 +72,29 @@ class AblationRow:
 
 
 @dataclass
+class SweepRow:
+    name: str
+    overrides: list[str]
+    weights: str  # which of the student's weights dev chose
+    dev_accuracy: float
+    test_accuracy: float | None
+    unseen_quarter_accuracy: float | None
+    texts_per_s_1: float
+    texts_per_s: float
+    peak_gib: float | None
+    stages: list[StageTime]
+
+
+@dataclass
+class SweepResult:
+    config: str
+    config_hash: str
+    rows: list[SweepRow]
+    cores: int
+    unseen_quarter_rate: float | None
+
+
+@dataclass
 class DatasetResult:
     name: str
     config: str
@@ -228,8 +251,10 @@ def _minutes(stages: list[StageTime]) -> str:
 
 def render_results(datasets: list[DatasetResult], command: str, when: str, host: str,
                    commit: str | None, figures: dict[str, str] | None = None,
-                   gpu: list[dict[str, Any]] | None = None) -> str:
-    """RESULTS.md: every figure from `datasets` (and the GPU checks' JSON files), nothing else."""
+                   gpu: list[dict[str, Any]] | None = None,
+                   sweeps: list[dict[str, Any]] | None = None) -> str:
+    """RESULTS.md: every figure from `datasets` (and the GPU checks' and sweeps' JSON files),
+    nothing else."""
     figures = figures or {}
     cores = {d.sitting().cores for d in datasets}
     lines = ["# Benchmark results", "",
@@ -296,6 +321,7 @@ def render_results(datasets: list[DatasetResult], command: str, when: str, host:
     lines.append("")
     for d in datasets:
         lines += dataset_section(d, figures.get(d.name))
+    lines += sweeps_section(sweeps or [])
     lines += gpu_section(gpu or [])
     return "\n".join(lines)
 
@@ -517,7 +543,7 @@ TIMED_KEYS = frozenset({
     "date", "machine", "texts_per_s", "texts_per_s_1", "batch_size", "train_s", "fair",
     "profile", "profile_batch_size", "pipeline_s", "baselines_s", "seconds", "created",
     "ran_now", "resumed", "others_cpu_share", "rss_load_gib", "rss_first_gib", "load_s",
-    "directory", "command"})
+    "directory", "command", "peak_gib", "student_peak_gib"})
 
 
 def untimed(value: Any) -> Any:
@@ -528,3 +554,57 @@ def untimed(value: Any) -> Any:
     if isinstance(value, list):
         return [untimed(v) for v in value]
     return value
+
+
+def render_sweep(result: SweepResult, command: str, when: str, host: str, commit: str | None,
+                 level: str = "#") -> str:
+    """The rows as a Markdown table, with how they were made; `level`: its heading's."""
+    ref = result.rows[0]
+    lines = [f"{level} Sweep of `{result.config or 'a config'}`", "",
+             f"- Date: {when}; machine: {host}",
+             f"- Command: `{command}`" + (f" at commit `{commit}`" if commit else ""),
+             f"- Config hash {result.config_hash}. Each row is the config with its overrides, "
+             "sharing the run's vocabulary and teacher where they are unchanged; its student is "
+             "the better of KD / KD+FT by dev. Choose on dev; test is reported, not chosen on.",
+             "- Speed: every row's student timed end to end on the same test texts in one "
+             f"sitting, at one thread and on {result.cores} cores, the rounds interleaved.",
+             *([f"- The most-unseen quarter: the test texts whose n-grams the config's "
+                f"vocabulary lacks most (on average {result.unseen_quarter_rate:.0%})."]
+               if result.unseen_quarter_rate is not None else []), "",
+             "| row | overrides | weights | dev | dev vs the config | test | most-unseen quarter "
+             f"| texts/s, 1 thread | texts/s, {result.cores} cores | student stage peak RSS | "
+             "student stage |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result.rows:
+        stage = r.stages[0]
+        lines.append(
+            f"| {r.name} | `{' '.join(r.overrides) or '-'}` | {r.weights} | "
+            f"{r.dev_accuracy:.4f} | {100 * (r.dev_accuracy - ref.dev_accuracy):+.1f} points | "
+            + ("-" if r.test_accuracy is None else f"{r.test_accuracy:.4f}") + " | "
+            + ("-" if r.unseen_quarter_accuracy is None else f"{r.unseen_quarter_accuracy:.4f}")
+            + f" | {r.texts_per_s_1:,.0f} | {r.texts_per_s:,.0f} | "
+            + ("-" if r.peak_gib is None else f"{r.peak_gib:.2f} GiB")
+            + f" | {stage.seconds / 60:.1f} min"
+            + ("" if stage.ran_now else " (up to date)") + " |")
+    return "\n".join([*lines, ""])
+
+
+def read_sweeps(folder: Path) -> list[dict[str, Any]]:
+    """The JSON files `sdistill sweep -o benchmarks/sweeps/NAME.md` wrote, by name."""
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))]
+
+
+def sweeps_section(sweeps: list[dict[str, Any]]) -> list[str]:
+    """Each sweep's table, as that command wrote it (its own date and commit)."""
+    if not sweeps:
+        return []
+    lines = ["## Sweeps: the shipped configs against the options they could take", "",
+             "Made by `sdistill sweep` (`benchmarks/sweep.yaml`) into `benchmarks/sweeps/`, and "
+             "rendered here from its JSON; each says when and at which commit it ran.", ""]
+    for raw in sweeps:
+        rows = [SweepRow(**{**r, "stages": [StageTime(**t) for t in r["stages"]]})
+                for r in raw["rows"]]
+        result = SweepResult(raw["config"], raw["config_hash"], rows, raw["cores"],
+                             raw["unseen_quarter_rate"])
+        lines.append(render_sweep(result, raw["command"], raw["date"], raw["machine"],
+                                  raw["commit"], level="###"))
+    return lines

@@ -21,27 +21,45 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError
-from ..inference.artifact import PROJECTION_FILE
+from ..inference.artifact import PROJECTION_FILE, read_student
+from ..inference.featurize import Vocabulary
 from ..inference.student import Student
-from ..training.embed_init import Projection, encode_words
+from ..training.embed_init import (
+    Projection,
+    encode_words,
+    fit_projection,
+    vocabulary_words,
+    word_vectors,
+)
 from ..training.hf import load_classifier, load_tokenizer
+
+
+def student_projection(directory: Path, teacher: str, cache: Path,
+                       trust_remote_code: bool = False) -> Projection:
+    """The map that initialised the table of the student in `directory`: its saved
+    projection.safetensors, or for a student trained before it was saved, the same map made
+    again from the teacher's vectors of the vocabulary's words (`cache`: RUN/features/init,
+    where they usually are already)."""
+    path = directory / PROJECTION_FILE
+    if path.is_file():
+        return Projection.load(path)
+    meta = read_student(directory)
+    words, _, _ = vocabulary_words(Vocabulary.load(directory / "vocab"))
+    vectors = word_vectors(teacher, words, cache, torch.device("cpu"), trust_remote_code)
+    return fit_projection(vectors, meta["architecture"]["embedding_dim"])
 
 
 class UnseenWordVectors:
     """`student`, with a vector from `teacher` for each word of a text its vocabulary lacks."""
 
-    def __init__(self, student: Student, directory: str | Path, teacher: str,
+    def __init__(self, student: Student, projection: Projection, teacher: str,
                  trust_remote_code: bool = False):
-        path = Path(directory) / PROJECTION_FILE
-        if not path.is_file():
-            raise DataError(f"{directory}: no {PROJECTION_FILE} (students trained with "
-                            "student.init: teacher have one)")
+        """`projection`: the student's (`student_projection`)."""
         if student.pooling == "max" or student.model.embedding is None \
                 or student.model.embedding.weight.dtype != torch.float32:
-            raise DataError(f"{directory}: unseen-word vectors need a float32 table and mean "
-                            "or sum pooling")
+            raise DataError("unseen-word vectors need a float32 table and mean or sum pooling")
         self.student = student
-        self.projection = Projection.load(path)
+        self.projection = projection
         self.tokenizer = load_tokenizer(teacher, trust_remote_code)
         self.encoder = load_classifier(teacher, None, trust_remote_code).base_model
         vocab = student.featurizer.vocab

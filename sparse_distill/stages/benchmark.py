@@ -14,7 +14,8 @@ same train/dev split, and:
 - train the ablation rows of `ablation` (variant runs: `benchmarks/ablation.yaml`);
 - shrink and export the student and measure each variant (`stages.shrink_table`).
 The GPU section is rendered from the JSON files `scripts/gpu_check.sh` writes beside the output
-(`gpu/*.json`), when there are any.
+(`gpu/*.json`), and the sweeps section from those `sdistill sweep` wrote there (`sweeps/*.json`),
+when there are any.
 """
 
 from __future__ import annotations
@@ -50,14 +51,15 @@ from ..evaluation.results import (
     StageTime,
     figure_path,
     read_gpu_results,
+    read_sweeps,
     render_results,
     write_figure,
 )
 from ..evaluation.timing import OtherLoad, machine, profile_student, throughput
 from ..evaluation.uncertainty import bits_accuracy, bootstrap_interval, correct_bits, verdict
-from ..evaluation.unseen_words import UnseenWordVectors
+from ..evaluation.unseen_words import UnseenWordVectors, student_projection
 from ..files import atomic_write_json, atomic_write_text
-from ..inference.artifact import PROJECTION_FILE, read_student
+from ..inference.artifact import read_student
 from ..inference.student import Student
 from ..progress import Reporter
 from ..training.config import Config
@@ -248,14 +250,17 @@ def _measure_students(cfg: Config, results: dict[str, StageResult], sitting: _Si
                     trained["kd_ft"]["dev_accuracy"], "fine-tuned on gold; KD weights kept "
                     "unless dev improved", scale="threads",
                     set_threads=student_threads(students["student (KD+FT)"]))
-    if (student_dir / PROJECTION_FILE).is_file():
+    if cfg.student.init == "teacher":
         # An option, measured beside the students: the better of them by dev, with a vector
         # from the teacher for each word its vocabulary lacks.
         kd_ft = trained.get("kd_ft", {}).get("dev_accuracy", -1.0)
         best = students["student (KD+FT)" if kd_ft > trained["kd"]["dev_accuracy"]
                         else "student (KD)"]
-        helped = UnseenWordVectors(best, student_dir, teacher_source(cfg.run_dir()),
-                                   cfg.teacher.trust_remote_code)
+        teacher = teacher_source(cfg.run_dir())
+        helped = UnseenWordVectors(
+            best, student_projection(student_dir, teacher, cfg.run_dir() / "features" / "init",
+                                     cfg.teacher.trust_remote_code),
+            teacher, cfg.teacher.trust_remote_code)
         sitting.add(UNSEEN_WORDS_ROW, helped.predict,
                     accuracy(helped.predict, sitting.data.dev.texts, sitting.data.dev.labels),
                     "the best student by dev; each word its vocabulary lacks gets the teacher's "
@@ -414,6 +419,7 @@ def benchmark(configs: Sequence[str | Path | Config], out: str | Path, command: 
     out.parent.mkdir(parents=True, exist_ok=True)
     figures: dict[str, str] = {}
     gpu = read_gpu_results(out.parent / "gpu")
+    sweeps = read_sweeps(out.parent / "sweeps")
     for cfg in cfgs:
         results.append(benchmark_config(cfg, report, on_step, extra_students, seeds,
                                         rows[id(cfg)], shrink))
@@ -423,12 +429,12 @@ def benchmark(configs: Sequence[str | Path | Config], out: str | Path, command: 
         # Written after every data set: a long run that stops keeps what it finished.
         when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         text = render_results(results, command or " ".join(sys.argv), when, machine(), commit,
-                              figures, gpu)
+                              figures, gpu, sweeps)
         atomic_write_text(out, text)
         atomic_write_json(out.with_suffix(".json"), {
             "date": when, "machine": machine(), "command": command, "commit": commit,
             "ablation_file": str(ablation) if ablation else None, "seeds": seeds,
-            "datasets": [asdict(d) for d in results], "gpu": gpu})
+            "datasets": [asdict(d) for d in results], "gpu": gpu, "sweeps": sweeps})
     return results
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..evaluation.fair import Contender, fair_speed
 from ..evaluation.metrics import predictions
-from ..evaluation.results import StageTime
+from ..evaluation.results import SweepResult, SweepRow, render_sweep
 from ..evaluation.timing import machine
 from ..evaluation.uncertainty import bits_accuracy, correct_bits
 from ..files import atomic_write_json, atomic_write_text
@@ -32,30 +32,6 @@ from .teach import teach
 from .train_student import train_student
 from .variants import Variant, best_student, run_variant, variant_config
 from .vocab import build_vocab
-
-
-@dataclass
-class SweepRow:
-    name: str
-    overrides: list[str]
-    weights: str  # which of the student's weights dev chose
-    dev_accuracy: float
-    test_accuracy: float | None
-    unseen_quarter_accuracy: float | None
-    texts_per_s_1: float
-    texts_per_s: float
-    peak_gib: float | None
-    stages: list[StageTime]
-
-
-@dataclass
-class SweepResult:
-    config: str
-    config_hash: str
-    rows: list[SweepRow]
-    cores: int
-    unseen_quarter_rate: float | None
-
 
 REFERENCE = "the config's student"
 
@@ -100,38 +76,6 @@ def sweep(cfg: Config | str | Path, rows: list[Variant], report: Reporter | None
             stage_times({"student": stages["student"]})))
     return SweepResult(str(getattr(cfg, "_path", "")), config_hash(cfg), out, fair.cores,
                        rate if data.test is not None else None)
-
-
-def render_sweep(result: SweepResult, command: str, when: str, host: str, commit: str | None
-                 ) -> str:
-    """The rows as a Markdown table, with how they were made."""
-    ref = result.rows[0]
-    lines = [f"# Sweep of `{result.config or 'a config'}`", "",
-             f"- Date: {when}; machine: {host}",
-             f"- Command: `{command}`" + (f" at commit `{commit}`" if commit else ""),
-             f"- Config hash {result.config_hash}. Each row is the config with its overrides, "
-             "sharing the run's vocabulary and teacher where they are unchanged; its student is "
-             "the better of KD / KD+FT by dev. Choose on dev; test is reported, not chosen on.",
-             "- Speed: every row's student timed end to end on the same test texts in one "
-             f"sitting, at one thread and on {result.cores} cores, the rounds interleaved.",
-             *([f"- The most-unseen quarter: the test texts whose n-grams the config's "
-                f"vocabulary lacks most (on average {result.unseen_quarter_rate:.0%})."]
-               if result.unseen_quarter_rate is not None else []), "",
-             "| row | overrides | weights | dev | dev vs the config | test | most-unseen quarter "
-             f"| texts/s, 1 thread | texts/s, {result.cores} cores | student stage peak RSS | "
-             "student stage |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in result.rows:
-        stage = r.stages[0]
-        lines.append(
-            f"| {r.name} | `{' '.join(r.overrides) or '-'}` | {r.weights} | "
-            f"{r.dev_accuracy:.4f} | {100 * (r.dev_accuracy - ref.dev_accuracy):+.1f} points | "
-            + ("-" if r.test_accuracy is None else f"{r.test_accuracy:.4f}") + " | "
-            + ("-" if r.unseen_quarter_accuracy is None else f"{r.unseen_quarter_accuracy:.4f}")
-            + f" | {r.texts_per_s_1:,.0f} | {r.texts_per_s:,.0f} | "
-            + ("-" if r.peak_gib is None else f"{r.peak_gib:.2f} GiB")
-            + f" | {stage.seconds / 60:.1f} min"
-            + ("" if stage.ran_now else " (up to date)") + " |")
-    return "\n".join([*lines, ""])
 
 
 def write_sweep(result: SweepResult, out: Path, command: str = "") -> None:
