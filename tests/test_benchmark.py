@@ -179,6 +179,22 @@ def test_other_load_is_the_machines_busy_time_less_this_process():
     assert real.share() is None or 0.0 <= real.share() <= 1.0
 
 
+def test_the_load_of_the_benchmarks_own_workers_is_not_anothers():
+    import subprocess
+    import sys
+
+    load = OtherLoad()
+    load.start()
+    # A child of this process busy for half a second (as the sitting's forked workers are).
+    subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + 0.5\n"
+                    "while time.process_time() < end: pass"], check=True)
+    load.stop()
+    if load.share() is None:
+        pytest.skip("no /proc/stat here")
+    # Counted as another's, the child alone would make it at least 0.5 / (wall x CPUs).
+    assert load.others < 0.25
+
+
 def test_benchmark_needs_dev_and_test(config_dict, tiny_classifier, write_config, tmp_path):
     data = teacher_config(config_dict, tiny_classifier, finetune=False)
     data["student"] = student_section()

@@ -215,19 +215,30 @@ def test_settings_added_later_leave_earlier_runs_up_to_date(config_dict):
     # Runs made before student.init existed had random rows: that is what its hash leaves out.
     config_dict["student"] = {"init": "random"}
     cfg = config_from_dict(config_dict)
-    # The hash as it was computed before student.init, its bucket settings, student.seed and
-    # teacher.max_windows existed.
-    for section, keys in (("student", ["init", "buckets", "bucket_ngrams", "subwords", "seed"]),
-                          ("teacher", ["max_windows"])):
+    # The hash as it was computed before student.init, its bucket settings, student.seed,
+    # student.wide, distill.loss, teacher.max_windows and the pool budget existed.
+    for section, keys in (("student", ["init", "buckets", "bucket_ngrams", "subwords", "seed",
+                                       "wide", "distill.loss"]),
+                          ("teacher", ["max_windows"]),
+                          ("data", ["augment", "max_bad_fraction", "pool_budget",
+                                    "pool_select"])):
         payload = {section: dataclasses.asdict(getattr(cfg, section))}
         for key in keys:
-            del payload[section][key]
+            *parents, name = key.split(".")
+            node = payload[section]
+            for parent in parents:
+                node = node[parent]
+            del node[name]
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         assert cfg.section_hash(section) == hashlib.sha256(blob.encode()).hexdigest()
     config_dict["student"] = {"init": "random", "buckets": 10}
     assert config_from_dict(config_dict).section_hash("student") != cfg.section_hash("student")
     config_dict["student"] = {"init": "random", "seed": 14}
     assert config_from_dict(config_dict).section_hash("student") != cfg.section_hash("student")
+    config_dict["student"] = {"init": "random", "wide": True}
+    assert config_from_dict(config_dict).section_hash("student") != cfg.section_hash("student")
+    budget = config_from_dict({**config_dict, "data": {**config_dict["data"], "pool_budget": 9}})
+    assert budget.section_hash("data") != cfg.section_hash("data")
     # Today's default, teacher rows, is not what those runs did: they are out of date.
     config_dict["student"] = {}
     config_dict["teacher"] = {"max_windows": 4}

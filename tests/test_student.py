@@ -95,7 +95,7 @@ def test_stage_writes_a_self_contained_student(config_dict, tiny_classifier, tmp
     out = result.output
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md", "log.jsonl", "manifest.json", "model-kd.safetensors", "model.safetensors",
-        "student.json", "vocab"]
+        "projection.safetensors", "student.json", "vocab"]
     card = (out / "README.md").read_text()
     assert card.startswith("# Text classifier: neg, pos")
     assert 'Student.load("THIS_DIRECTORY")' in card and "sdistill predict THIS_DIRECTORY" in card

@@ -251,7 +251,7 @@ def _loop_speed(dim: int, corpus: Bag, targets: np.ndarray, device: torch.device
             start = time.perf_counter()
             batches = batches_from(len(corpus), batch_size, 0, first, last)
             for _, (_, inputs) in ahead(batches, prepare, prefetch):
-                loss = step_loss(model, inputs, True, 1.0, 0.0)
+                loss = step_loss(model, inputs, True, "kl", 1.0, 0.0)
                 trainer.step(loss)
                 loss_sum.add_(loss.detach())
                 report.update(1)
@@ -268,7 +268,7 @@ def _loop_speed(dim: int, corpus: Bag, targets: np.ndarray, device: torch.device
         _sync(device)
         start = time.perf_counter()
         for inputs in ready:
-            trainer.step(step_loss(model, inputs, True, 1.0, 0.0))
+            trainer.step(step_loss(model, inputs, True, "kl", 1.0, 0.0))
             report.update(1)
         _sync(device)
         steps_s = time.perf_counter() - start

@@ -150,12 +150,20 @@ def machine_busy_s() -> float | None:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def own_cpu_s() -> float:
+    """CPU seconds of this process and of its children that have ended: the fair sitting's
+    forked workers are this benchmark's own work, not another process's."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class OtherLoad:
     """How much of the machine other processes used while models were timed: the machine's busy
-    CPU time minus this process's own, over the wall time x the CPUs (None where unknown)."""
+    CPU time minus this process's own and its ended children's, over the wall time x the CPUs
+    (None where unknown)."""
 
     def __init__(self, busy: Callable[[], float | None] = machine_busy_s,
-                 own: Callable[[], float] = time.process_time,
+                 own: Callable[[], float] = own_cpu_s,
                  clock: Callable[[], float] = time.perf_counter, cpus: int | None = None):
         self._busy, self._own, self._clock = busy, own, clock
         self.cpus = cpus or os.cpu_count() or 1
