@@ -97,3 +97,13 @@ def test_the_benchmark_renders_a_sweep_as_it_was_made(swept):
     assert table == [line for line in (tmp / "sweep.md").read_text().splitlines()
                      if line.startswith("| ")]
     assert sweeps_section([]) == []
+
+
+def test_a_row_reuses_the_runs_caches(swept):
+    tmp, _, _ = swept
+    run = tmp / "run"
+    cached = [p for p in (run / "features").rglob("*") if p.is_file()]
+    assert cached
+    for path in cached:  # the teacher's word vectors and the featurised corpus, not made again
+        twin = run / "variants" / "d-8" / "features" / path.relative_to(run / "features")
+        assert os.stat(twin).st_ino == os.stat(path).st_ino

@@ -98,6 +98,23 @@ def _share_finetuned(main: Config, variant: Config) -> None:
         shutil.copytree(model, tmp, copy_function=os.link)
 
 
+def _share_features(main: Config, variant: Config) -> None:
+    """The main run's caches (RUN/features: featurised corpora and the teacher's word vectors,
+    each in a folder named by the digest of what made it), hard-linked into the variant: a
+    variant with the same vocabulary and texts, or the same teacher and words, finds them
+    there instead of making them again (the word vectors take a minute or two a row)."""
+    src, dst = main.run_dir() / "features", variant.run_dir() / "features"
+    if not src.is_dir():
+        return
+    for entry in src.rglob("*"):
+        target = dst / entry.relative_to(src)
+        if entry.is_dir() or target.exists() or any(  # a writer's temporary: not yet a cache
+                part.startswith(".") for part in entry.relative_to(src).parts):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(entry, target)
+
+
 def run_variant(main: Config, variant: Config, report: Reporter | None = None
                 ) -> dict[str, StageResult]:
     """The variant's vocab, teacher and student stages, each shared with the main run where it
@@ -110,6 +127,8 @@ def run_variant(main: Config, variant: Config, report: Reporter | None = None
         _share(main, variant, stage)
         if stage == "teacher":
             _share_finetuned(main, variant)
+        if stage == "student":
+            _share_features(main, variant)
         results[stage] = run(variant)
         report.close()
     return results
