@@ -107,3 +107,17 @@ def test_weights_read_into_the_model_are_the_ones_written(tmp_path):
         assert torch.equal(fresh.state_dict()[name], value), name
     with pytest.raises(ValueError, match=r"embedding\.weight"):
         load_weights_into(SparseDAN(51, 3, 8, [4]), tmp_path / "w.safetensors")
+
+
+def test_memory_an_earlier_student_freed_is_given_back_before_the_next():
+    import torch
+
+    from sparse_distill.files import resident_gib
+    from sparse_distill.training.trainer import return_freed_memory, reuse_freed_memory
+
+    reuse_freed_memory()  # as training sets it: freed blocks stay with the process
+    tables = [torch.ones(1 << 27) for _ in range(2)]  # 2 x 0.5 GiB
+    del tables
+    kept = resident_gib()
+    assert return_freed_memory()
+    assert kept - resident_gib() > 0.8  # GiB

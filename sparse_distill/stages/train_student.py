@@ -49,6 +49,7 @@ from ..training.trainer import (
     best_path,
     checkpoint_seconds,
     distill_schedule,
+    return_freed_memory,
     reuse_freed_memory,
     run_phase,
 )
@@ -91,6 +92,7 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
     if done is not None:
         return done
     report = report or Reporter()
+    return_freed_memory()  # what an earlier student in this process freed is not this one's
     reset_peak_resident()
     rt = _runtime(cfg)
     start = time.perf_counter()

@@ -152,6 +152,23 @@ def reuse_freed_memory() -> bool:
         return False
 
 
+def return_freed_memory() -> bool:
+    """Give back to the OS what glibc keeps of freed blocks (`reuse_freed_memory` keeps them).
+
+    A process that trains several students (a sweep, the benchmark's rows) would otherwise start
+    each with the last one's table and moments still resident though free: the next stage's
+    memory estimate and measured peak would count them. Linux/glibc only; whether it applied."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
 def _log(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
