@@ -58,6 +58,9 @@ class UnseenWordVectors:
         if student.pooling == "max" or student.model.embedding is None \
                 or student.model.embedding.weight.dtype != torch.float32:
             raise DataError("unseen-word vectors need a float32 table and mean or sum pooling")
+        if student.featurizer.unseen.buckets:
+            raise DataError("this student sends unseen words to hashed buckets already; "
+                            "unseen-word vectors are for a student without buckets")
         self.student = student
         self.projection = projection
         self.tokenizer = load_tokenizer(teacher, trust_remote_code)

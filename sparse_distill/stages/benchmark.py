@@ -250,7 +250,7 @@ def _measure_students(cfg: Config, results: dict[str, StageResult], sitting: _Si
                     trained["kd_ft"]["dev_accuracy"], "fine-tuned on gold; KD weights kept "
                     "unless dev improved", scale="threads",
                     set_threads=student_threads(students["student (KD+FT)"]))
-    if cfg.student.init == "teacher":
+    if cfg.student.init == "teacher" and not cfg.student.buckets:
         # An option, measured beside the students: the better of them by dev, with a vector
         # from the teacher for each word its vocabulary lacks.
         kd_ft = trained.get("kd_ft", {}).get("dev_accuracy", -1.0)
