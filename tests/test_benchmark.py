@@ -207,6 +207,57 @@ def test_benchmark_needs_dev_and_test(config_dict, tiny_classifier, write_config
     assert not out.exists() and not Path(str(out.with_suffix(".json"))).exists()
 
 
+def test_update_keeps_the_data_sets_it_does_not_measure(config_dict, write_config, tmp_path,
+                                                       monkeypatch):
+    """`benchmark --update` measures its configs' data sets and keeps every other one of the
+    earlier RESULTS.json, each said to come from the command and commit that made it; without
+    it, the file holds only what this command measured."""
+    import json
+    from dataclasses import replace
+
+    import sparse_distill.stages.benchmark as bench
+
+    out = tmp_path / "bench" / "RESULTS.md"
+    out.parent.mkdir()
+    earlier = [asdict(replace(_result(0.88, 0.85, 0.87, 0.86), name=name))
+               for name in ("old", "toy")]
+    out.with_suffix(".json").write_text(json.dumps({
+        "date": "2026-01-01 00:00 UTC", "machine": "a CPU", "commit": "aaaaaaa",
+        "command": "sdistill benchmark old.yaml toy.yaml", "datasets": earlier}))
+    measured = replace(_result(0.80, 0.85, 0.87, 0.86), name="toy")
+    monkeypatch.setattr(bench, "benchmark_config", lambda *a, **k: replace(measured))
+    monkeypatch.setattr(bench, "git_commit", lambda: "bbbbbbb")
+    config = write_config(config_dict, "toy.yaml")
+
+    (d,) = bench.benchmark([config], out, command="sdistill benchmark toy.yaml --update",
+                           ablation=False, shrink=False, update=True)
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert [(x["name"], x["commit"], x["models"][1]["test_accuracy"]) for x in
+            saved["datasets"]] == [("old", "aaaaaaa", 0.88), ("toy", "bbbbbbb", 0.80)]
+    assert saved["datasets"][0]["command"] == "sdistill benchmark old.yaml toy.yaml"
+    assert (d.name, d.commit) == ("toy", "bbbbbbb")
+    text = out.read_text()
+    assert "- Kept from earlier runs (this command measured the others): old by `sdistill " \
+           "benchmark old.yaml toy.yaml` at commit `aaaaaaa`, 2026-01-01 00:00 UTC." in text
+    assert "## old" in text and "## toy" in text
+
+    bench.benchmark([config], out, command="sdistill benchmark toy.yaml", ablation=False,
+                    shrink=False)
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert [x["name"] for x in saved["datasets"]] == ["toy"]
+    assert "Kept from earlier runs" not in out.read_text()
+
+
+def test_update_refuses_a_results_file_it_cannot_read(config_dict, write_config, tmp_path):
+    from sparse_distill.errors import DataError
+    from sparse_distill.stages.benchmark import benchmark
+
+    out = tmp_path / "RESULTS.md"
+    out.with_suffix(".json").write_text('{"datasets": [{"name": "rt"}]}')
+    with pytest.raises(DataError, match=r"RESULTS\.json this version reads.*without --update"):
+        benchmark([write_config(config_dict, "toy.yaml")], out, update=True)
+
+
 @pytest.mark.slow
 def test_benchmark_on_real_trec(tmp_path):
     """Real TREC-6 and the real MiniLM teacher, cut down to ~12 minutes on 2 CPU cores (the

@@ -243,6 +243,10 @@ def benchmark(
     readme: Annotated[Path | None, typer.Option(
         help="Also rewrite this README's block of benchmark figures (between its markers) "
              "from the new RESULTS.json.", show_default=False)] = None,
+    update: Annotated[bool, typer.Option(
+        "--update", help="Keep the data sets already in OUTPUT's JSON that these configs do "
+                         "not measure (each shown with the command, commit and date that made "
+                         "it); by default OUTPUT holds only these configs' data sets.")] = False,
 ) -> None:
     """Pipeline vs baselines (DAN from scratch, TF-IDF + LR, fastText, model2vec) on each data
     set: accuracy with bootstrap intervals, seeds, thread-fair speed, retention, speedup, where
@@ -265,7 +269,7 @@ def benchmark(
                 cfgs, output, command=" ".join(["sdistill", "benchmark", *sys.argv[2:]]),
                 report=bars, on_step=lambda step: (bars.close(), err.print(f"[dim]{step}[/]")),
                 extra_students=extra, seeds=seeds,
-                ablation=False if no_ablation else ablation, shrink=shrink)
+                ablation=False if no_ablation else ablation, shrink=shrink, update=update)
         finally:
             bars.close()
     for d in results:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,30 @@ class DatasetResult:
     # unseen: `evaluation.metrics.oov_rates`), by position, and their mean share unseen.
     unseen_quarter: list[int] = field(default_factory=list)
     unseen_quarter_rate: float = 0.0
+    # Where and when these figures were made: a data set kept by `benchmark --update` carries
+    # its own, which may differ from the other data sets'.
+    commit: str | None = None
+    date: str = ""
+    command: str = ""
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DatasetResult:
+        """A data set's entry of RESULTS.json, back as objects (keys this version does not
+        know are dropped; ones an older file lacks take their defaults)."""
+        def interval(row: dict[str, Any]) -> dict[str, Any]:
+            value = row.get("interval")
+            return {**row, "interval": tuple(value) if value else None}
+
+        stages = [StageTime(**_known(StageTime, s)) for s in raw.get("stages", [])]
+        return cls(**{
+            **_known(cls, raw),
+            "models": [ModelResult(**_known(ModelResult, interval(m))) for m in raw["models"]],
+            "seeds": [SeedRow(**_known(SeedRow, r)) for r in raw.get("seeds", [])],
+            "stages": stages,
+            "ablation": [AblationRow(**{
+                **_known(AblationRow, interval(a)),
+                "stages": [StageTime(**_known(StageTime, s)) for s in a.get("stages", [])]})
+                for a in raw.get("ablation", [])]})
 
     def quarter(self, bits: str) -> str:
         """Accuracy on the most-unseen quarter of the test texts, from which texts were right."""
@@ -128,6 +152,11 @@ class DatasetResult:
 
     def sitting(self) -> FairSpeed:
         return FairSpeed.from_dict(self.fair)
+
+
+def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in raw.items() if k in names}
 
 
 BASELINES = ("DAN from scratch (gold only)", "TF-IDF + logistic regression",
@@ -260,6 +289,7 @@ def render_results(datasets: list[DatasetResult], command: str, when: str, host:
     lines = ["# Benchmark results", "",
              f"- Date: {when}", f"- Machine: {host}",
              f"- Command: `{command}`" + (f" at commit `{commit}`" if commit else ""),
+             *_kept(datasets, commit, command),
              "- Configs (sha256 of the resolved config, run.dir aside): " + ", ".join(
                  f"`{d.config or d.name}` {d.config_hash}" for d in datasets) + ".",
              "- Accuracy on each data set's test split, every model tuned or selected on dev, "
@@ -324,6 +354,20 @@ def render_results(datasets: list[DatasetResult], command: str, when: str, host:
     lines += sweeps_section(sweeps or [])
     lines += gpu_section(gpu or [])
     return "\n".join(lines)
+
+
+def _kept(datasets: list[DatasetResult], commit: str | None, command: str) -> list[str]:
+    """A line naming the data sets whose figures an earlier command made (`benchmark --update`
+    kept them), each with its command, commit and date; none when every one is this command's."""
+    older: dict[tuple[str, str | None, str], list[str]] = {}
+    for d in datasets:
+        if d.command and (d.command, d.commit) != (command, commit):
+            older.setdefault((d.command, d.commit, d.date), []).append(d.name)
+    if not older:
+        return []
+    return ["- Kept from earlier runs (this command measured the others): " + "; ".join(
+        f"{', '.join(names)} by `{cmd}`" + (f" at commit `{at}`" if at else "") + f", {date}"
+        for (cmd, at, date), names in older.items()) + "."]
 
 
 def _seed_table(datasets: list[DatasetResult]) -> list[str]:
@@ -512,6 +556,10 @@ def readme_figures(results: dict[str, Any]) -> str:
         fair = FairSpeed.from_dict(raw["fair"])
         best = raw["extra"]["best_student"]
         student = next(m for m in models if m.name == best)
+        if raw.get("commit") and (raw.get("command"), raw["commit"]) != (
+                results["command"], results["commit"]):
+            lines += [f"{raw['name']}: `{raw['command']}` at commit `{raw['commit']}`, "
+                      f"{raw['date']}.", ""]
         lines += [f"| {raw['name']} | test accuracy (95% interval) | texts/s, 1 thread | "
                   f"texts/s, {fair.cores} cores | student against it (paired bootstrap) |",
                   "|---|---|---|---|---|"]

@@ -394,13 +394,16 @@ def check_benchmarkable(cfg: Config) -> None:
 def benchmark(configs: Sequence[str | Path | Config], out: str | Path, command: str = "",
               report: Reporter | None = None, on_step: Callable[[str], None] | None = None,
               extra_students: dict[str, Path] | None = None, seeds: int = 3,
-              ablation: str | Path | bool | None = None, shrink: bool = True
-              ) -> list[DatasetResult]:
+              ablation: str | Path | bool | None = None, shrink: bool = True,
+              update: bool = False) -> list[DatasetResult]:
     """Benchmark every config; write `out` (Markdown) and the same figures as JSON beside it.
     `extra_students` (with one config only): see `benchmark_config`. `ablation`: a YAML file of
     rows per data set (the config file's stem), `{rt: [{name: ..., set: [KEY=VALUE, ...]}]}`;
-    by default the `ablation.yaml` beside `out` where there is one; False: none."""
+    by default the `ablation.yaml` beside `out` where there is one; False: none. `update`: keep
+    the data sets of `out`'s JSON that these configs do not measure, each with the command,
+    commit and date that made it (the returned list holds only the ones measured now)."""
     out = Path(out)
+    kept = read_kept(out.with_suffix(".json")) if update else []
     if ablation is None and (out.parent / "ablation.yaml").is_file():
         ablation = out.parent / "ablation.yaml"
     ablation = None if ablation is False or ablation is None else Path(ablation)
@@ -420,22 +423,51 @@ def benchmark(configs: Sequence[str | Path | Config], out: str | Path, command: 
     figures: dict[str, str] = {}
     gpu = read_gpu_results(out.parent / "gpu")
     sweeps = read_sweeps(out.parent / "sweeps")
+    command = command or " ".join(sys.argv)
+    for d in kept:
+        if figure_path(out, d.name).is_file():
+            figures[d.name] = figure_path(out, d.name).name
     for cfg in cfgs:
-        results.append(benchmark_config(cfg, report, on_step, extra_students, seeds,
-                                        rows[id(cfg)], shrink))
-        d = results[-1]
+        d = benchmark_config(cfg, report, on_step, extra_students, seeds, rows[id(cfg)], shrink)
+        when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        d.commit, d.date, d.command = commit, when, command
+        results.append(d)
         if write_figure(d, figure_path(out, d.name)):
             figures[d.name] = figure_path(out, d.name).name
         # Written after every data set: a long run that stops keeps what it finished.
-        when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        text = render_results(results, command or " ".join(sys.argv), when, machine(), commit,
-                              figures, gpu, sweeps)
+        every = merge_datasets(kept, results)
+        text = render_results(every, command, when, machine(), commit, figures, gpu, sweeps)
         atomic_write_text(out, text)
         atomic_write_json(out.with_suffix(".json"), {
             "date": when, "machine": machine(), "command": command, "commit": commit,
             "ablation_file": str(ablation) if ablation else None, "seeds": seeds,
-            "datasets": [asdict(d) for d in results], "gpu": gpu, "sweeps": sweeps})
+            "datasets": [asdict(d) for d in every], "gpu": gpu, "sweeps": sweeps})
     return results
+
+
+def read_kept(path: Path) -> list[DatasetResult]:
+    """The data sets of an earlier RESULTS.json, each labelled with the command, commit and
+    date that made it (an older file records them once for all of its data sets)."""
+    if not path.is_file():
+        return []
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        kept = [DatasetResult.from_dict(d) for d in raw["datasets"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a RESULTS.json this version reads ({exc}); run without "
+                        "--update to measure every data set again") from None
+    for d in kept:
+        d.commit = d.commit or raw.get("commit")
+        d.date = d.date or raw.get("date", "")
+        d.command = d.command or raw.get("command", "")
+    return kept
+
+
+def merge_datasets(kept: list[DatasetResult], new: list[DatasetResult]) -> list[DatasetResult]:
+    """`kept` in its order with each data set measured again replaced, then the new ones."""
+    fresh = {d.name: d for d in new}
+    merged = [fresh.pop(d.name, d) for d in kept]
+    return merged + [d for d in new if d.name in fresh]
 
 
 def dataset_name(cfg: Config) -> str:
