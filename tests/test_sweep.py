@@ -80,6 +80,17 @@ def test_a_row_shares_the_runs_stages_and_its_fine_tuned_teacher(swept):
     main = json.loads((run / "teacher" / "manifest.json").read_text())
     assert manifest["counts"]["pool"]["kept"] == 5 < main["counts"]["pool"]["kept"]
     assert manifest["counts"]["pool"]["selection"]["rule"] == "cross-entropy"
+    # ... and copies the main run's logits of the texts the two share: every one here (the
+    # budget's pool is part of the main run's, the perturbed copies the same at the same seed)
+    labelling = manifest["labelling"]
+    assert labelling["reused_texts"] == labelling["texts"] == manifest["counts"]["targets"]
+    assert labelling["texts_per_s"] is None  # the teacher read no text
+    from sparse_distill.training.teacher import read_targets
+
+    logits, rows = read_targets(budget / "teacher" / "targets")
+    main_logits, main_rows = read_targets(run / "teacher" / "targets")
+    where = {r["text"]: i for i, r in enumerate(main_rows)}
+    assert (logits == main_logits[[where[r["text"]] for r in rows]]).all()
 
 
 def test_the_benchmark_renders_a_sweep_as_it_was_made(swept):
