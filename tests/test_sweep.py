@@ -58,6 +58,16 @@ def test_every_row_is_measured_beside_the_configs_student(swept):
         assert row["peak_gib"] > 0 and row["weights"] in ("KD", "KD+FT")
     text = (tmp / "sweep.md").read_text()
     assert all(f"| {n} |" in text for n in names) and "best by dev" in output
+    # The pool-size curve's axes: what each row's teacher labelled, and retention.
+    teacher = json.loads((tmp / "run" / "teacher" / "manifest.json").read_text())
+    assert report["teacher_test"] == teacher["eval"]["test"]["accuracy"]
+    labelled = {r["name"]: r["labelled"] for r in report["rows"]}
+    assert labelled["the config's student"] == labelled["d 8"] == teacher["counts"]["targets"]
+    assert labelled["pool of 5"] == teacher["counts"]["train"] + 5  # no copies in the fixture
+    ref = report["rows"][0]
+    assert f"| {ref['labelled']:,} | {ref['dev_accuracy']:.4f} | +0.0 points | " \
+           f"{ref['test_accuracy']:.4f} | {ref['test_accuracy'] / report['teacher_test']:.3f} |" \
+           in text
 
 
 def test_a_row_shares_the_runs_stages_and_its_fine_tuned_teacher(swept):
