@@ -58,6 +58,17 @@ def best_path(work: Path, phase: str) -> Path:
     return work / f"{phase}-best.safetensors"
 
 
+def _save_checkpoint(checkpoint: dict[str, Any], tmp: Path, final: Path) -> None:
+    # Through a file object: given a path, torch.save's C++ writer reports a full disk as a
+    # RuntimeError ("unexpected pos ..."), where Python's writes raise OSError(ENOSPC), which
+    # the CLI turns into its one-line error naming the file.
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(final)) from exc
+
+
 class PhaseTrainer:
     """One training phase (distillation or fine-tuning), resumable from its checkpoint."""
 
@@ -111,7 +122,7 @@ class PhaseTrainer:
                       "dense": self.dense.state_dict(),
                       "schedulers": [s.state_dict() for s in self.schedulers],
                       "state": self.state, **rng}
-        write_then_replace(self.ckpt, lambda tmp: torch.save(checkpoint, tmp))
+        write_then_replace(self.ckpt, lambda tmp: _save_checkpoint(checkpoint, tmp, self.ckpt))
 
     def resume(self) -> bool:
         if not self.ckpt.is_file():
