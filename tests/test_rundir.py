@@ -137,8 +137,9 @@ def test_a_checkpoint_that_hits_a_full_disk_raises_enospc_naming_it(tmp_path, mo
 
     trainer = trainer_module.PhaseTrainer(SparseDAN(50, 3, 8, [4]), StudentConfig(), 1e-3, 10, 0,
                                           "constant", torch.device("cpu"), tmp_path, "distill")
+
     def full_disk(path, mode):
-        return builtins.open("/dev/full", mode)  # noqa: SIM115 (the trainer's `with` closes it)
+        return builtins.open("/dev/full", mode)
 
     monkeypatch.setattr(trainer_module, "open", full_disk, raising=False)
     with pytest.raises(OSError) as caught:
