@@ -199,8 +199,9 @@ class FinetuneConfig:
 
 @dataclass
 class StudentConfig:
-    # CPU-sized: dev stopped rising at d 256 on trec and rt (benchmarks/sweeps), where the
-    # paper's 1000 needs 4x the memory (configs/paper-gpu.yaml keeps it).
+    # CPU-sized: dev stopped rising at d 256 (trec: d 512 0.8661 = d 256 0.8661, the sweep; rt:
+    # d 1000 0.8000 against d 256 0.7976-0.8047, benchmarks/HISTORY.md), where the paper's
+    # 1000 needs 4x the memory (configs/paper-gpu.yaml keeps it).
     embedding_dim: int = field(default=256, metadata=_range(ge=1))
     hidden_dims: list[int] = field(default_factory=lambda: [256])
     pooling: Literal["mean", "sum", "max"] = "mean"
