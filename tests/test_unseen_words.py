@@ -44,8 +44,11 @@ def test_unseen_words_join_the_mean_as_their_projected_teacher_vectors(trained_s
     assert np.allclose(logits, expected, atol=1e-5)
     assert helped.predict([text]) == [student.labels[int(expected.argmax())]]
     # In a batch, each text gets its own unseen words (none, or new ones, or cached ones).
-    batch = [seen[0], "quixotic zyzzyva", text, "", seen[1]]
+    # The batch comes first: one call that meets two new words.
+    batch = [seen[0], "quixotic xylograph zyzzyva", text, "", seen[1]]
+    batched = helped.logits(batch)
     each = np.concatenate([helped.logits([t]) for t in batch])
-    assert np.allclose(helped.logits(batch), each, atol=1e-5)
-    assert sorted(helped.index) == ["quixotic", "zyzzyva"]
+    assert np.allclose(batched, each, atol=1e-5)
+    assert sorted(helped.index) == ["quixotic", "xylograph", "zyzzyva"]
+    assert sorted(helped.index.values()) == [0, 1, 2] and len(helped.table) == 3
     assert torch.equal(helped.table[helped.index["zyzzyva"]], torch.from_numpy(vector))

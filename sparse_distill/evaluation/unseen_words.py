@@ -82,7 +82,8 @@ class UnseenWordVectors:
         new = sorted({w for w in words if w not in self.index})
         if new:
             raw = encode_words(self.encoder, self.tokenizer, new, torch.device("cpu"))
-            self.index.update((w, len(self.index) + i) for i, w in enumerate(new))
+            first = len(self.index)  # fixed before the update: the dict grows as it reads
+            self.index.update((w, first + i) for i, w in enumerate(new))
             self.table = torch.cat([self.table, torch.from_numpy(
                 np.ascontiguousarray(self.projection(raw), dtype=np.float32))])
 
