@@ -66,6 +66,26 @@ def test_teacher_table_composes_ngrams_and_caches_word_vectors(tiny_classifier, 
     again, _ = embed_init.teacher_table(vocab, str(tiny_classifier), 8, tmp_path,
                                         torch.device("cpu"))
     torch.testing.assert_close(again, table, rtol=0, atol=0)
+    # Another word list of the same teacher: only its new words go through the encoder.
+    monkeypatch.undo()
+    encoded: list[list[str]] = []
+    real = embed_init.encode_words
+
+    def counted(encoder, tokenizer, words, *args, **kwargs):
+        encoded.append(list(words))
+        return real(encoder, tokenizer, words, *args, **kwargs)
+
+    monkeypatch.setattr(embed_init, "encode_words", counted)
+    words = ["film", "superb", "great"]
+    vectors = embed_init.word_vectors(str(tiny_classifier), words, tmp_path,
+                                      torch.device("cpu"), False)
+    assert encoded == [["superb"]]
+    first = embed_init.word_vectors(str(tiny_classifier), ["great", "film", "dull"], tmp_path,
+                                    torch.device("cpu"), False)
+    assert np.array_equal(vectors[[2, 0]], first[:2])  # copied, not encoded again
+    fresh = embed_init.word_vectors(str(tiny_classifier), ["superb"], tmp_path / "empty",
+                                    torch.device("cpu"), False)
+    np.testing.assert_allclose(vectors[1:2], fresh, rtol=0, atol=1e-5)
 
 
 def test_student_init_teacher_starts_the_table_from_the_teacher(config_dict, tiny_classifier):

@@ -18,6 +18,7 @@ from sparse_distill.stages.rundir import read_manifest
 from sparse_distill.stages.teach import teach
 from sparse_distill.stages.train_student import train_student
 from sparse_distill.stages.vocab import build_vocab
+from sparse_distill.training import trainer as trainer_mod
 from sparse_distill.training.memory import StudentShape
 
 # 2M hashed rows x d 64: a 0.5 GiB table and 1 GiB of SparseAdam moments, large enough to
@@ -75,6 +76,45 @@ def test_too_little_memory_stops_before_the_table_with_a_setting_that_fits(
     assert not (cfg.run_dir() / "student.partial").exists()
     monkeypatch.setenv("SDISTILL_MEMORY_CHECK", "0")  # the user's way past it
     assert (train_student(cfg).output / "model.safetensors").is_file()
+
+
+def test_too_little_disk_stops_before_training_and_names_the_fixes(config_dict, tiny_classifier,
+                                                                    monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    cfg, _ = _config(config_dict, tiny_classifier, **{**BIG, "buckets": 200_000})
+    estimates = []
+    real_check = train_student_mod.check_memory
+    monkeypatch.setattr(train_student_mod, "check_memory",
+                        lambda *a: estimates.append(real_check(*a)) or estimates[-1])
+    usage = namedtuple("usage", "total used free")
+    real_usage = shutil.disk_usage
+    # Room for 7 of the 8 tables the checkpoints take at their peak.
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(
+        0, 0, int(7 * estimates[0].table * (1 << 30))))
+    with pytest.raises(StageError) as err:
+        train_student(cfg)
+    message = str(err.value)
+    assert "\n" not in message and "GiB of disk in " in message and "student.partial" in message
+    assert "vocab.max_features" in message and "SDISTILL_MEMORY_CHECK=0" in message
+    assert not (cfg.run_dir() / "student.partial").exists()
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(
+        0, 0, int(8.01 * estimates[0].table * (1 << 30))))
+    sizes = []
+    real_save = trainer_mod.PhaseTrainer.save
+
+    def measured_save(self):  # the directory as a checkpoint lands beside the old one
+        real_save(self)
+        sizes.append(sum(f.stat().st_size for f in self.ckpt.parent.iterdir()))
+
+    monkeypatch.setattr(trainer_mod, "CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr(trainer_mod.PhaseTrainer, "save", measured_save)
+    assert (train_student(cfg).output / "model.safetensors").is_file()
+    monkeypatch.setattr(shutil, "disk_usage", real_usage)
+    # After each save: the new checkpoint plus the bests; the write itself held the old one too.
+    table_bytes = estimates[-1].table * (1 << 30)
+    assert max(sizes) + 3 * table_bytes <= 8 * table_bytes * 1.05
 
 
 def test_the_settings_it_names_are_the_largest_that_fit():

@@ -123,6 +123,33 @@ def test_weights_and_checkpoints_that_fail_to_write_leave_no_temporary_file(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
 
 
+def test_a_checkpoint_that_hits_a_full_disk_raises_enospc_naming_it(tmp_path, monkeypatch):
+    """torch.save given a path reports a full disk as a RuntimeError the CLI cannot explain
+    (seen on a 3 GB checkpoint); the trainer's write must surface ENOSPC with the file's name."""
+    import builtins
+    import errno
+
+    import torch
+
+    from sparse_distill.inference.network import SparseDAN
+    from sparse_distill.training import trainer as trainer_module
+    from sparse_distill.training.config import StudentConfig
+
+    trainer = trainer_module.PhaseTrainer(SparseDAN(50, 3, 8, [4]), StudentConfig(), 1e-3, 10, 0,
+                                          "constant", torch.device("cpu"), tmp_path, "distill")
+
+    def full_disk(path, mode):
+        return builtins.open("/dev/full", mode)
+
+    monkeypatch.setattr(trainer_module, "open", full_disk, raising=False)
+    with pytest.raises(OSError) as caught:
+        trainer.save()
+    monkeypatch.undo()
+    assert caught.value.errno == errno.ENOSPC
+    assert caught.value.filename == str(tmp_path / "distill.ckpt")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_next_writer_removes_what_a_killed_one_left(config_dict, monkeypatch):
     """kill -9 leaves temporary names that no `finally` removed; the next holder of the lock,
     the only writer there can be, removes them, and nothing else."""

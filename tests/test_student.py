@@ -259,15 +259,20 @@ def test_a_fine_tune_resumed_after_a_crash_equals_an_uninterrupted_one(config_di
     teach(broken)
     real_save = trainer_mod.PhaseTrainer.save
 
+    finished_kd = []
+
     def die_in_fine_tuning(self):
         real_save(self)
         if self.phase == "finetune":
+            # The finished distillation's checkpoint no longer holds tables, only its state.
+            finished_kd.append(torch.load(self.ckpt.with_name("distill.ckpt"), weights_only=True))
             raise KeyboardInterrupt  # killed after fine-tuning's first epoch
 
     monkeypatch.setattr(trainer_mod.PhaseTrainer, "save", die_in_fine_tuning)
     with pytest.raises(KeyboardInterrupt):
         train_student(broken)
     monkeypatch.setattr(trainer_mod.PhaseTrainer, "save", real_save)
+    assert list(finished_kd[0]) == ["state"] and finished_kd[0]["state"]["finished"]
     resumed = train_student(broken).manifest
     whole = json.loads((tmp_path / "a" / "student" / "manifest.json").read_text())["results"]
     # the same results, and each phase says it resumed (its time is then this process's share:

@@ -58,6 +58,16 @@ def test_every_row_is_measured_beside_the_configs_student(swept):
         assert row["peak_gib"] > 0 and row["weights"] in ("KD", "KD+FT")
     text = (tmp / "sweep.md").read_text()
     assert all(f"| {n} |" in text for n in names) and "best by dev" in output
+    # The pool-size curve's axes: what each row's teacher labelled, and retention.
+    teacher = json.loads((tmp / "run" / "teacher" / "manifest.json").read_text())
+    assert report["teacher_test"] == teacher["eval"]["test"]["accuracy"]
+    labelled = {r["name"]: r["labelled"] for r in report["rows"]}
+    assert labelled["the config's student"] == labelled["d 8"] == teacher["counts"]["targets"]
+    assert labelled["pool of 5"] == teacher["counts"]["train"] + 5  # no copies in the fixture
+    ref = report["rows"][0]
+    assert f"| {ref['labelled']:,} | {ref['dev_accuracy']:.4f} | +0.0 points | " \
+           f"{ref['test_accuracy']:.4f} | {ref['test_accuracy'] / report['teacher_test']:.3f} |" \
+           in text
 
 
 def test_a_row_shares_the_runs_stages_and_its_fine_tuned_teacher(swept):
@@ -80,6 +90,17 @@ def test_a_row_shares_the_runs_stages_and_its_fine_tuned_teacher(swept):
     main = json.loads((run / "teacher" / "manifest.json").read_text())
     assert manifest["counts"]["pool"]["kept"] == 5 < main["counts"]["pool"]["kept"]
     assert manifest["counts"]["pool"]["selection"]["rule"] == "cross-entropy"
+    # ... and copies the main run's logits of the texts the two share: every one here (the
+    # budget's pool is part of the main run's, the perturbed copies the same at the same seed)
+    labelling = manifest["labelling"]
+    assert labelling["reused_texts"] == labelling["texts"] == manifest["counts"]["targets"]
+    assert labelling["texts_per_s"] is None  # the teacher read no text
+    from sparse_distill.training.teacher import read_targets
+
+    logits, rows = read_targets(budget / "teacher" / "targets")
+    main_logits, main_rows = read_targets(run / "teacher" / "targets")
+    where = {r["text"]: i for i, r in enumerate(main_rows)}
+    assert (logits == main_logits[[where[r["text"]] for r in rows]]).all()
 
 
 def test_the_benchmark_renders_a_sweep_as_it_was_made(swept):

@@ -30,7 +30,8 @@ def test_unseen_words_join_the_mean_as_their_projected_teacher_vectors(trained_s
     text = "a warm zyzzyva film zyzzyva"
     assert helped.unseen(text) == ["zyzzyva", "zyzzyva"]
     logits = helped.logits([text])
-    vector = helped.cache["zyzzyva"]  # encoded once, cached
+    assert list(helped.index) == ["zyzzyva"]  # encoded once, cached
+    vector = helped.table[helped.index["zyzzyva"]].numpy()
     assert vector.shape == (student.model.dim,) and np.abs(vector).sum() > 0
     bag = student.featurizer.bag([text])
     table = student.model.embedding.weight.detach()
@@ -42,3 +43,12 @@ def test_unseen_words_join_the_mean_as_their_projected_teacher_vectors(trained_s
         expected = student.model.head(pooled[None]).numpy()
     assert np.allclose(logits, expected, atol=1e-5)
     assert helped.predict([text]) == [student.labels[int(expected.argmax())]]
+    # In a batch, each text gets its own unseen words (none, or new ones, or cached ones).
+    # The batch comes first: one call that meets two new words.
+    batch = [seen[0], "quixotic xylograph zyzzyva", text, "", seen[1]]
+    batched = helped.logits(batch)
+    each = np.concatenate([helped.logits([t]) for t in batch])
+    assert np.allclose(batched, each, atol=1e-5)
+    assert sorted(helped.index) == ["quixotic", "xylograph", "zyzzyva"]
+    assert sorted(helped.index.values()) == [0, 1, 2] and len(helped.table) == 3
+    assert torch.equal(helped.table[helped.index["zyzzyva"]], torch.from_numpy(vector))

@@ -83,6 +83,8 @@ class SweepRow:
     texts_per_s: float
     peak_gib: float | None
     stages: list[StageTime]
+    # the texts its teacher labelled: train, the pool (after a budget) and the perturbed copies
+    labelled: int | None = None
 
 
 @dataclass
@@ -92,6 +94,8 @@ class SweepResult:
     rows: list[SweepRow]
     cores: int
     unseen_quarter_rate: float | None
+    # the run's teacher on test (retention = a row's test / it); None: no test split
+    teacher_test: float | None = None
 
 
 @dataclass
@@ -619,15 +623,23 @@ def render_sweep(result: SweepResult, command: str, when: str, host: str, commit
              *([f"- The most-unseen quarter: the test texts whose n-grams the config's "
                 f"vocabulary lacks most (on average {result.unseen_quarter_rate:.0%})."]
                if result.unseen_quarter_rate is not None else []), "",
-             "| row | overrides | weights | dev | dev vs the config | test | most-unseen quarter "
-             f"| texts/s, 1 thread | texts/s, {result.cores} cores | student stage peak RSS | "
-             "student stage |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             *([f"- Retention: test accuracy / the teacher's ({result.teacher_test:.4f})."]
+               if result.teacher_test else []),
+             "- Labelled texts: what the row's teacher labelled (train, the pool after a "
+             "budget, the perturbed copies of train).", "",
+             "| row | overrides | weights | labelled texts | dev | dev vs the config | test | "
+             f"retention | most-unseen quarter | texts/s, 1 thread | texts/s, {result.cores} cores "
+             "| student stage peak RSS | student stage |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result.rows:
         stage = r.stages[0]
+        retention = "-" if r.test_accuracy is None or not result.teacher_test else \
+            f"{r.test_accuracy / result.teacher_test:.3f}"
         lines.append(
             f"| {r.name} | `{' '.join(r.overrides) or '-'}` | {r.weights} | "
+            + ("-" if r.labelled is None else f"{r.labelled:,}") + " | "
             f"{r.dev_accuracy:.4f} | {100 * (r.dev_accuracy - ref.dev_accuracy):+.1f} points | "
-            + ("-" if r.test_accuracy is None else f"{r.test_accuracy:.4f}") + " | "
+            + ("-" if r.test_accuracy is None else f"{r.test_accuracy:.4f}") + f" | {retention} | "
             + ("-" if r.unseen_quarter_accuracy is None else f"{r.unseen_quarter_accuracy:.4f}")
             + f" | {r.texts_per_s_1:,.0f} | {r.texts_per_s:,.0f} | "
             + ("-" if r.peak_gib is None else f"{r.peak_gib:.2f} GiB")
@@ -652,7 +664,7 @@ def sweeps_section(sweeps: list[dict[str, Any]]) -> list[str]:
         rows = [SweepRow(**{**r, "stages": [StageTime(**t) for t in r["stages"]]})
                 for r in raw["rows"]]
         result = SweepResult(raw["config"], raw["config_hash"], rows, raw["cores"],
-                             raw["unseen_quarter_rate"])
+                             raw["unseen_quarter_rate"], raw.get("teacher_test"))
         lines.append(render_sweep(result, raw["command"], raw["date"], raw["machine"],
                                   raw["commit"], level="###"))
     return lines

@@ -69,7 +69,9 @@ class UnseenWordVectors:
         self.known = {g for g in vocab.ngrams if " " not in g}  # the vocabulary's words
         self.words = re.compile(vocab.token_pattern).findall
         self.lowercase = vocab.lowercase
-        self.cache: dict[str, np.ndarray] = {}  # word -> (d,) float32
+        # The vectors made so far: word -> its row of `table`, (n_words, d) float32.
+        self.index: dict[str, int] = {}
+        self.table = torch.zeros((0, student.model.dim))
 
     def unseen(self, text: str) -> list[str]:
         """The text's word occurrences that the vocabulary lacks, in order."""
@@ -77,11 +79,13 @@ class UnseenWordVectors:
         return [w for w in words if w not in self.known]
 
     def _vectors(self, words: list[str]) -> None:
-        new = sorted({w for w in words if w not in self.cache})
+        new = sorted({w for w in words if w not in self.index})
         if new:
             raw = encode_words(self.encoder, self.tokenizer, new, torch.device("cpu"))
-            for word, vector in zip(new, self.projection(raw), strict=True):
-                self.cache[word] = vector
+            first = len(self.index)  # fixed before the update: the dict grows as it reads
+            self.index.update((w, first + i) for i, w in enumerate(new))
+            self.table = torch.cat([self.table, torch.from_numpy(
+                np.ascontiguousarray(self.projection(raw), dtype=np.float32))])
 
     @torch.inference_mode()
     def logits(self, texts: list[str]) -> np.ndarray:
@@ -94,16 +98,16 @@ class UnseenWordVectors:
                                  include_last_offset=True)  # (n, width)
         unseen = [self.unseen(t) for t in texts]
         self._vectors([w for words in unseen for w in words])
-        extra = np.zeros((len(texts), model.dim), np.float32)  # (n, d)
-        for i, words in enumerate(unseen):
-            for w in words:
-                extra[i] += self.cache[w]
-        pooled[:, :model.dim] += torch.from_numpy(extra)
+        lengths = np.fromiter(map(len, unseen), np.int64, len(texts))  # (n,)
+        ids = torch.tensor([self.index[w] for words in unseen for w in words],
+                           dtype=torch.int64)  # (total unseen,)
+        offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)]))  # (n + 1,)
+        pooled[:, :model.dim] += F.embedding_bag(ids, self.table, offsets, mode="sum",
+                                                 include_last_offset=True)  # (n, d)
         if student.pooling == "mean":
             cumulative = np.concatenate([[0.0], np.cumsum(bag.weights, dtype=np.float64)])
             counts = cumulative[bag.offsets[1:]] - cumulative[bag.offsets[:-1]]  # (n,)
-            total = (counts + np.fromiter(map(len, unseen), np.float64, len(texts))
-                     ).astype(np.float32)  # (n,)
+            total = (counts + lengths).astype(np.float32)  # (n,)
             pooled /= torch.from_numpy(np.maximum(total, 1.0))[:, None]
         return model.head(pooled).numpy()
 

@@ -5,7 +5,8 @@ user runs to choose a setting (a width, a loss, a pool budget) on their own data
 Every row: its best student by dev (KD, or KD+FT when fine-tuning improved dev), dev and test
 accuracy, accuracy on the test texts the config's vocabulary lacks most (the most-unseen
 quarter), texts/s at one thread and on every core (one thread-fair sitting of all rows), the
-student stage's peak resident memory and wall time. Choose on dev; test is there to report.
+student stage's peak resident memory and wall time, how many texts its teacher labelled and the
+retention (test / the teacher's test). Choose on dev; test is there to report.
 The sitting holds every row's student at once: a dozen rows at d 256 and |V| 1M is about 12 GiB.
 """
 
@@ -45,9 +46,9 @@ def sweep(cfg: Config | str | Path, rows: list[Variant], report: Reporter | None
     say = on_step or (lambda _: None)
     say("the config's run")
     build_vocab(cfg)
-    teach(cfg, report=report)
+    main = {"teacher": teach(cfg, report=report)}
     report.close()
-    main = {"student": train_student(cfg, report=report)}
+    main["student"] = train_student(cfg, report=report)
     report.close()
     data = load_labeled(cfg)
     runs: list[tuple[str, list[str], dict[str, Any]]] = [(REFERENCE, [], main)]
@@ -75,9 +76,11 @@ def sweep(cfg: Config | str | Path, rows: list[Variant], report: Reporter | None
             if data.test is not None else None,
             fair.rates[name]["1"], fair.rates[name]["all"],
             stages["student"].manifest.get("memory", {}).get("peak_gib"),
-            stage_times({"student": stages["student"]})))
+            stage_times({"student": stages["student"]}),
+            stages["teacher"].manifest.get("counts", {}).get("targets")))
+    teacher_test = main["teacher"].manifest.get("eval", {}).get("test", {}).get("accuracy")
     return SweepResult(str(getattr(cfg, "_path", "")), config_hash(cfg), out, fair.cores,
-                       rate if data.test is not None else None)
+                       rate if data.test is not None else None, teacher_test)
 
 
 def write_sweep(result: SweepResult, out: Path, command: str = "") -> None:

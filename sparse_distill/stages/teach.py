@@ -27,7 +27,15 @@ from ..training.config import Config
 from ..training.data import LabeledData, PoolStats, iter_pool, load_labeled
 from ..training.hf import model_source
 from ..training.runtime import Runtime, runtime
-from ..training.teacher import Teacher, finetune, label_metrics, label_shards, shard_path
+from ..training.teacher import (
+    Known,
+    Teacher,
+    finetune,
+    known_labels,
+    label_metrics,
+    label_shards,
+    shard_path,
+)
 from .config import as_config
 from .rundir import (
     StageResult,
@@ -39,6 +47,9 @@ from .rundir import (
 )
 
 PARTIAL = "teacher.partial"
+# In the work directory: {"targets": DIR, "precision": ...}, the labels of a run with the same
+# fine-tuned teacher, whose rows for the same texts are copied (`_reusable`).
+LABELS_FROM = "labels-from.json"
 
 
 @locked
@@ -77,7 +88,8 @@ def teach(cfg: Config | str | Path, *, force: bool = False,
         timings["eval_s"] = time.perf_counter() - eval_start
 
     label_start = time.perf_counter()
-    labelling = _label(cfg, teacher, data, pool, work / "targets", rt, report)
+    labelling = _label(cfg, teacher, data, pool, work / "targets", rt, report,
+                       _reusable(work, teacher))
     timings["label_s"] = time.perf_counter() - label_start
     if not rt.main:
         return StageResult("teacher", cfg.run_dir() / "teacher", False, {})
@@ -126,17 +138,31 @@ def _evaluate(teacher: Teacher, data: LabeledData) -> dict[str, Any]:
     return evaluation
 
 
+def _reusable(work: Path, teacher: Teacher) -> Known | None:
+    """The logits of the run named in `work/LABELS_FROM` (a variant sharing that run's
+    fine-tuned teacher: `stages.variants`), when its teacher ran in this one's precision."""
+    path = work / LABELS_FROM
+    if not path.is_file():
+        return None
+    source = json.loads(path.read_text(encoding="utf-8"))
+    if source["precision"] != teacher.precision or not Path(source["targets"]).is_dir():
+        return None
+    return known_labels(Path(source["targets"]))
+
+
 def _label(cfg: Config, teacher: Teacher, data: LabeledData, pool: list[str], targets: Path,
-           rt: Runtime, report: Reporter) -> dict[str, Any]:
+           rt: Runtime, report: Reporter, known: Known | None = None) -> dict[str, Any]:
     """The teacher's logits of train + pool in `targets` (texts.jsonl, shards, and on rank 0
-    index.json); shards already there, from a stopped run, are kept."""
+    index.json); shards already there, from a stopped run, are kept, and texts `known` has are
+    copied from it."""
     texts = data.train.texts + pool
     if rt.main:
         targets.mkdir(exist_ok=True)
         if not (targets / "texts.jsonl").is_file():
             _write_texts(targets / "texts.jsonl", data, pool)
     rt.barrier()
-    labelling = label_shards(teacher, texts, targets, cfg.teacher.shard_size, rt, report)
+    labelling = label_shards(teacher, texts, targets, cfg.teacher.shard_size, rt, report,
+                             known)
     rt.barrier()
     if rt.main:
         _write_index(targets, data, len(texts), labelling["shards"], cfg.teacher.shard_size)

@@ -40,7 +40,13 @@ from ..training.config import Config
 from ..training.corpus import featurize_corpus
 from ..training.data import load_labeled
 from ..training.embed_init import teacher_table
-from ..training.memory import GIB, MemoryEstimate, StudentShape, memory_check_enabled
+from ..training.memory import (
+    DISK_TABLES,
+    GIB,
+    MemoryEstimate,
+    StudentShape,
+    memory_check_enabled,
+)
 from ..training.runtime import Runtime, bf16_native, runtime
 from ..training.teacher import read_targets
 from ..training.trainer import (
@@ -101,6 +107,7 @@ def train_student(cfg: Config | str | Path, *, force: bool = False,
     data = _data(cfg, vocab, timings)
     memory = check_memory(cfg, data, rt)
     work = cfg.run_dir() / PARTIAL
+    check_disk(work, memory)
     prepare_partial(work, fp)
     model, dense_bf16 = _model(cfg, data, vocab, rt, work, timings, report)
     results = _train(cfg, model, data, rt, work, timings, report)
@@ -216,6 +223,23 @@ def check_memory(cfg: Config, data: StudentData, rt: Runtime) -> MemoryEstimate:
             f"student: needs about {estimate.peak:.1f} GiB at its peak ({estimate.parts()}) "
             f"and {available:.1f} GiB is available; set {' or '.join(fixes)}")
     return estimate
+
+
+def check_disk(work: Path, estimate: MemoryEstimate) -> None:
+    """Stop before training when run.dir's disk lacks room for the student's checkpoints at
+    their peak: a full disk would otherwise end the run at a checkpoint, minutes in."""
+    if not memory_check_enabled():
+        return
+    held = sum(f.stat().st_size for f in work.iterdir()) / GIB if work.is_dir() else 0.0
+    free = shutil.disk_usage(work.parent).free / GIB + held  # a resumed run replaces its own
+    if estimate.disk > free:
+        raise StageError(
+            f"student: needs about {estimate.disk:.1f} GiB of disk in {work} at its peak "
+            f"({DISK_TABLES} tables of {estimate.table:.2f} GiB: both phases' best weights and a "
+            f"checkpoint of the weights and SparseAdam's moments beside the one it replaces) and "
+            f"{free:.1f} GiB is free there; free some space, point run.dir at another disk, or "
+            "set a smaller vocab.max_features or student.embedding_dim "
+            "(SDISTILL_MEMORY_CHECK=0 to try anyway)")
 
 
 def _model(cfg: Config, data: StudentData, vocab: Vocabulary, rt: Runtime, work: Path,

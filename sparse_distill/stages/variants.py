@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ..files import staged_dir
+from ..files import atomic_write_json, staged_dir
 from ..inference.student import Student
 from ..progress import Reporter
 from ..training.config import Config
@@ -33,7 +33,7 @@ from .rundir import (
     read_manifest,
     stage_differences,
 )
-from .teach import teach
+from .teach import LABELS_FROM, PARTIAL, teach
 from .train_student import train_student
 from .vocab import build_vocab
 
@@ -85,9 +85,10 @@ def _share_finetuned(main: Config, variant: Config) -> None:
     """A variant that labels another pool (augmentation, a budget) with the same fine-tuned
     teacher: the main run's fine-tuned model is hard-linked into the variant's teacher work
     directory, where `teach` finds it and goes straight to labelling (on rt that saves the
-    fine-tuning's 10-45 minutes a row)."""
+    fine-tuning's 10-45 minutes a row), and copies the main run's logits of every text the two
+    pools share instead of labelling it again (a pool budget's row labels nothing new)."""
     model = main.run_dir() / "teacher" / "model"
-    work = variant.run_dir() / "teacher.partial"
+    work = variant.run_dir() / PARTIAL
     if (variant.run_dir() / "teacher").exists() or (work / "model").exists() \
             or not (model / "finetune.json").is_file() or not variant.teacher.finetune \
             or _finetune_key(main) != _finetune_key(variant):
@@ -96,6 +97,10 @@ def _share_finetuned(main: Config, variant: Config) -> None:
     with staged_dir(work / "model", force=False) as tmp:
         shutil.rmtree(tmp)
         shutil.copytree(model, tmp, copy_function=os.link)
+    manifest = read_manifest(main.run_dir() / "teacher") or {}
+    atomic_write_json(work / LABELS_FROM, {
+        "targets": str((main.run_dir() / "teacher" / "targets").resolve()),
+        "precision": manifest.get("precision")})
 
 
 def _share_features(main: Config, variant: Config) -> None:

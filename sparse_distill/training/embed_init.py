@@ -8,7 +8,8 @@ each word of the vocabulary goes through the teacher's encoder alone and its wor
 hidden states are averaged; PCA takes the vectors to the student's width; an n-gram's row is the
 mean of its words' rows. Words are few (~50,000 for a 1M n-gram vocabulary) so this costs one
 short forward pass per word, not per n-gram; the word vectors are cached per teacher and word
-list, and the composition (a vectorised mean over 1M n-grams) is redone per run.
+(a word any cached list has is not encoded again), and the composition (a vectorised mean over
+1M n-grams) is redone per run.
 """
 
 from __future__ import annotations
@@ -124,20 +125,46 @@ def fit_projection(vectors: np.ndarray, dim: int) -> Projection:
 
 def word_vectors(source: str, words: list[str], cache: Path, device: torch.device,
                  trust_remote_code: bool, report: Reporter | None = None) -> np.ndarray:
-    """The encoder's vectors of `words` (cached in `cache`, keyed by teacher weights and words)."""
+    """The encoder's vectors of `words`, (len(words), hidden) float32, cached in
+    `cache/TEACHER/WORDS/` (keyed by the teacher's weights, then the word list; words.txt beside
+    the vectors). A word another list of the same teacher has is copied from it: a variant whose
+    vocabulary differs a little from its run's (a smaller table, a pool budget) encodes only the
+    words its run's lacks."""
     weights = sorted(Path(source).glob("*.safetensors")) + sorted(Path(source).glob("*.bin"))
-    key = hashlib.sha256(json.dumps({
+    teacher = cache / hashlib.sha256(json.dumps({
         "teacher": [sha256_file(w) for w in weights] or [source],
-        "words": hashlib.sha256("\n".join(words).encode()).hexdigest(),
         "recipe": "last-hidden-mean-v1"}).encode()).hexdigest()[:16]
-    path = cache / key / "words.npy"
+    path = teacher / hashlib.sha256("\n".join(words).encode()).hexdigest()[:16] / "words.npy"
     if not path.is_file():
-        tokenizer = load_tokenizer(source, trust_remote_code)
-        encoder = load_classifier(source, None, trust_remote_code).base_model.to(device)
-        vectors = encode_words(encoder, tokenizer, words, device, report=report)
+        known = _cached_words(teacher)
+        missing = [w for w in words if w not in known]
+        fresh = np.zeros((0, 0), np.float32)
+        if missing:
+            tokenizer = load_tokenizer(source, trust_remote_code)
+            encoder = load_classifier(source, None, trust_remote_code).base_model.to(device)
+            fresh = encode_words(encoder, tokenizer, missing, device, report=report)
+        new = {w: i for i, w in enumerate(missing)}
+        vectors = np.stack([fresh[new[w]] if w in new else known[w] for w in words]
+                           ) if words else fresh  # (len(words), hidden)
         with staged_dir(path.parent, force=True) as tmp:
             np.save(tmp / "words.npy", vectors, allow_pickle=False)
+            (tmp / "words.txt").write_text("\n".join(words), encoding="utf-8")
     return np.load(path, allow_pickle=False)
+
+
+def _cached_words(teacher: Path) -> dict[str, np.ndarray]:
+    """Every word with a cached vector of this teacher (`word_vectors`): word -> (hidden,).
+    Lists are read in name order, the first one's vector of a word kept, so that the same cache
+    gives the same vectors."""
+    known: dict[str, np.ndarray] = {}
+    for entry in sorted(teacher.glob("*/words.txt")):
+        vectors = np.load(entry.with_name("words.npy"), mmap_mode="r", allow_pickle=False)
+        listed = entry.read_text(encoding="utf-8").split("\n")
+        if len(listed) != len(vectors):  # not a finished entry of this layout
+            continue
+        for i, word in enumerate(listed):
+            known.setdefault(word, vectors[i])
+    return known
 
 
 def teacher_table(vocab: Vocabulary, source: str, dim: int, cache: Path, device: torch.device,

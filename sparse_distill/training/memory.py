@@ -28,6 +28,11 @@ GIB = float(1 << 30)
 # estimated at 12.8 GiB and peaked at 13.3; with 10, 13.4.
 STEP_ARRAYS = 10
 
+# The student's work directory at its peak, in tables: both phases' best weights, and a
+# checkpoint (the weights and SparseAdam's two moments: 3 tables) written beside the one it
+# replaces (20ng at 1M x 256: each best 1.02 GB, each checkpoint 3.07 GB).
+DISK_TABLES = 8
+
 
 @dataclass(frozen=True)
 class MemoryEstimate:
@@ -39,6 +44,11 @@ class MemoryEstimate:
     optimizer: float  # SparseAdam's two moments, and the dense layers' Adam state
     init: float  # teacher init's extra table-sized array and the teacher's weights (0: random)
     step: float  # one training step's temporaries
+
+    @property
+    def disk(self) -> float:
+        """The student's files at their peak (`DISK_TABLES` tables)."""
+        return DISK_TABLES * self.table
 
     @property
     def peak(self) -> float:
@@ -97,6 +107,6 @@ class StudentShape:
 
 
 def memory_check_enabled() -> bool:
-    """SDISTILL_MEMORY_CHECK=0 lets a run go on past a failed check (swap, or an estimate
-    known to be high for the data)."""
+    """SDISTILL_MEMORY_CHECK=0 lets a run go on past a failed check of memory or disk (swap,
+    or an estimate known to be high for the data)."""
     return os.environ.get("SDISTILL_MEMORY_CHECK", "1").lower() not in ("0", "false", "no")

@@ -298,9 +298,14 @@ def save_npy(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+# Logits an earlier labelling by the same teacher gave, by text (`known_labels`).
+Known = tuple[dict[str, int], np.ndarray]
+
+
 def label_shards(teacher: Teacher, texts: list[str], targets: Path, shard_size: int,
-                 rt: Runtime, report: Reporter) -> dict[str, Any]:
-    """Write the logits of this process's shards that are not on disk yet."""
+                 rt: Runtime, report: Reporter, known: Known | None = None) -> dict[str, Any]:
+    """Write the logits of this process's shards that are not on disk yet. A text `known` has
+    is copied from it, not run through the teacher."""
     n_shards = (len(texts) + shard_size - 1) // shard_size
     mine = [i for i in range(n_shards) if i % rt.world == rt.rank]
     todo = [i for i in mine if not shard_path(targets, i).is_file()]
@@ -310,17 +315,44 @@ def label_shards(teacher: Teacher, texts: list[str], targets: Path, shard_size: 
 
     report.start("soft-label", sum(map(rows, mine)),
                  sum(rows(i) for i in mine if i not in todo), unit="texts")
-    start, labelled = time.perf_counter(), 0
+    start, labelled, reused = time.perf_counter(), 0, 0
     for i in todo:
         chunk = texts[i * shard_size:(i + 1) * shard_size]
-        save_npy(shard_path(targets, i), teacher.logits(chunk, on_batch=report.update))
-        labelled += len(chunk)
+        logits, found = _chunk_logits(teacher, chunk, known, report)
+        save_npy(shard_path(targets, i), logits)
+        labelled += len(chunk) - found
+        reused += found
     seconds = time.perf_counter() - start
     # The texts of the run, and apart from them what an earlier, stopped run had labelled: the
-    # rate is this process's own.
+    # rate is this process's own, of the texts the teacher read.
     return {"shards": n_shards, "texts": len(texts), "resumed_shards": len(mine) - len(todo),
             "resumed_texts": sum(rows(i) for i in mine if i not in todo), "seconds": seconds,
+            "reused_texts": reused,
             "texts_per_s": labelled / seconds if labelled else None}
+
+
+def _chunk_logits(teacher: Teacher, chunk: list[str], known: Known | None, report: Reporter
+                  ) -> tuple[np.ndarray, int]:
+    """(len(chunk), n_labels) logits of a shard's texts, and how many came from `known`."""
+    if known is None:
+        return teacher.logits(chunk, on_batch=report.update), 0
+    index, known_logits = known
+    rows = np.array([index.get(t, -1) for t in chunk], dtype=np.int64)  # (n,), -1: unknown
+    found = rows >= 0
+    out = np.empty((len(chunk), known_logits.shape[1]), np.float32)
+    out[found] = known_logits[rows[found]]
+    report.update(int(found.sum()))
+    missing = np.flatnonzero(~found)
+    if len(missing):
+        out[missing] = teacher.logits([chunk[j] for j in missing], on_batch=report.update)
+    return out, int(found.sum())
+
+
+def known_labels(targets_dir: Path) -> Known:
+    """An earlier run's logits, indexed by text: a variant labelled by the same fine-tuned
+    teacher with the same settings copies the rows of the texts they share."""
+    logits, rows = read_targets(targets_dir)
+    return {r["text"]: i for i, r in enumerate(rows)}, logits
 
 
 def read_targets(targets_dir: str | Path) -> tuple[np.ndarray, list[dict[str, Any]]]:

@@ -58,6 +58,17 @@ def best_path(work: Path, phase: str) -> Path:
     return work / f"{phase}-best.safetensors"
 
 
+def _save_checkpoint(checkpoint: dict[str, Any], tmp: Path, final: Path) -> None:
+    # Through a file object: given a path, torch.save's C++ writer reports a full disk as a
+    # RuntimeError ("unexpected pos ..."), where Python's writes raise OSError(ENOSPC), which
+    # the CLI turns into its one-line error naming the file.
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(final)) from exc
+
+
 class PhaseTrainer:
     """One training phase (distillation or fine-tuning), resumable from its checkpoint."""
 
@@ -111,14 +122,26 @@ class PhaseTrainer:
                       "dense": self.dense.state_dict(),
                       "schedulers": [s.state_dict() for s in self.schedulers],
                       "state": self.state, **rng}
-        write_then_replace(self.ckpt, lambda tmp: torch.save(checkpoint, tmp))
+        write_then_replace(self.ckpt, lambda tmp: _save_checkpoint(checkpoint, tmp, self.ckpt))
+
+    def finish(self) -> None:
+        """The phase is over: its checkpoint keeps only the state. What comes next starts from
+        the best weights (their own file), so the model and SparseAdam's moments in the
+        checkpoint (three tables: 3 GB at 1M x 256) would only hold disk until the student is
+        done."""
+        self.state["finished"] = True
+        write_then_replace(self.ckpt,
+                           lambda tmp: _save_checkpoint({"state": self.state}, tmp, self.ckpt))
 
     def resume(self) -> bool:
         if not self.ckpt.is_file():
             return False
+        ckpt = torch.load(self.ckpt, weights_only=True, mmap=True)
+        if "model" not in ckpt:  # a finished phase (`finish`)
+            self.state = ckpt["state"]
+            return True
         # Memory-mapped: the model's weights are copied out of the file's pages, and SparseAdam's
         # moments become private copies as they are updated, so the table is never held twice.
-        ckpt = torch.load(self.ckpt, weights_only=True, mmap=True)
         self.model.load_state_dict(ckpt["model"])
         self.sparse.load_state_dict(ckpt["sparse"])
         self.dense.load_state_dict(ckpt["dense"])
@@ -247,7 +270,7 @@ def run_phase(trainer: PhaseTrainer, corpus: Bag, targets: np.ndarray | None,
     model, s, device = trainer.model, trainer.s, trainer.device
     resumed = trainer.resume()
     _log_until(log, trainer.phase, trainer.state["step"])
-    if trainer.state["stopped"]:
+    if trainer.state["stopped"] or trainer.state.get("finished"):
         return {"resumed": resumed, **trainer.state}
     model.train()
     report.start(trainer.phase, total_steps, trainer.state["step"], unit="steps")
@@ -285,6 +308,7 @@ def run_phase(trainer: PhaseTrainer, corpus: Bag, targets: np.ndarray | None,
             loss_sum.zero_()
             if stop:
                 break
+    trainer.finish()
     return {"resumed": resumed, **trainer.state}
 
 
