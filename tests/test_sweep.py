@@ -128,3 +128,25 @@ def test_a_row_reuses_the_runs_caches(swept):
     for path in cached:  # the teacher's word vectors and the featurised corpus, not made again
         twin = run / "variants" / "d-8" / "features" / path.relative_to(run / "features")
         assert os.stat(twin).st_ino == os.stat(path).st_ino
+
+
+def test_a_resumed_rows_stage_time_says_it_is_the_last_process_share():
+    from sparse_distill.evaluation.results import StageTime, SweepResult, SweepRow, render_sweep
+
+    def row(name, stage):
+        return SweepRow(name, [], "KD+FT", 0.9, 0.8, 0.7, 100.0, 150.0, 1.0, [stage], 10)
+
+    result = SweepResult("c.yaml", "abc", [
+        row("the config's student", StageTime("student", 600.0, False, "2026-12-07")),
+        row("wide part", StageTime("student", 150.0, True, "2026-12-07", resumed=True)),
+        row("d 8", StageTime("student", 60.0, True, "2026-12-07"))], 2, 0.5, 0.85)
+    lines = {line.split(" | ")[0]: line for line in
+             render_sweep(result, "sdistill sweep", "now", "here", None).splitlines()
+             if line.startswith("| ")}
+    assert lines["| the config's student"].endswith("| 10.0 min (up to date) |")
+    assert lines["| wide part"].endswith("| 2.5 min (resumed: the last process's share) |")
+    assert lines["| d 8"].endswith("| 1.0 min |")
+    # One bullet list above the table: no blank line inside it.
+    text = render_sweep(result, "sdistill sweep", "now", "here", None)
+    head = text.split("\n| row |")[0].strip().splitlines()
+    assert [line for line in head[2:] if not line.startswith("- ")] == []

@@ -622,7 +622,7 @@ def render_sweep(result: SweepResult, command: str, when: str, host: str, commit
              f"sitting, at one thread and on {result.cores} cores, the rounds interleaved.",
              *([f"- The most-unseen quarter: the test texts whose n-grams the config's "
                 f"vocabulary lacks most (on average {result.unseen_quarter_rate:.0%})."]
-               if result.unseen_quarter_rate is not None else []), "",
+               if result.unseen_quarter_rate is not None else []),
              *([f"- Retention: test accuracy / the teacher's ({result.teacher_test:.4f})."]
                if result.teacher_test else []),
              "- Labelled texts: what the row's teacher labelled (train, the pool after a "
@@ -644,7 +644,8 @@ def render_sweep(result: SweepResult, command: str, when: str, host: str, commit
             + f" | {r.texts_per_s_1:,.0f} | {r.texts_per_s:,.0f} | "
             + ("-" if r.peak_gib is None else f"{r.peak_gib:.2f} GiB")
             + f" | {stage.seconds / 60:.1f} min"
-            + ("" if stage.ran_now else " (up to date)") + " |")
+            + ("" if stage.ran_now else " (up to date)")
+            + (" (resumed: the last process's share)" if stage.resumed else "") + " |")
     return "\n".join([*lines, ""])
 
 
