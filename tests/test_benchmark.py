@@ -248,6 +248,62 @@ def test_update_keeps_the_data_sets_it_does_not_measure(config_dict, write_confi
     assert "Kept from earlier runs" not in out.read_text()
 
 
+def _sweep_row(name: str, overrides: list[str], dev: float, test: float,
+               labelled: int) -> dict:
+    return {"name": name, "overrides": overrides, "weights": "KD", "dev_accuracy": dev,
+            "test_accuracy": test, "unseen_quarter_accuracy": None, "texts_per_s_1": 1.0,
+            "texts_per_s": 2.0, "peak_gib": None, "labelled": labelled,
+            "stages": [{"stage": "student", "seconds": 60.0, "ran_now": True,
+                        "created": "2026-01-02T00:00:00+00:00", "resumed": False}]}
+
+
+def test_update_without_configs_renders_again_with_the_pool_curve_of_the_sweeps(
+        tmp_path, monkeypatch):
+    """`benchmark --update` and no config measures nothing: RESULTS.md is rendered again from
+    its JSON, with the sweeps beside it; the pool-size table comes from the latest sweep with
+    pool-budget rows, its whole-pool size what the config's row labelled beyond the budget
+    rows' train and copies."""
+    import json
+
+    import sparse_distill.stages.benchmark as bench
+    from sparse_distill.errors import DataError
+
+    out = tmp_path / "bench" / "RESULTS.md"
+    (out.parent / "sweeps").mkdir(parents=True)
+    with pytest.raises(DataError, match="--update alone"):
+        bench.benchmark([], out, update=True)  # nothing to render yet
+    out.with_suffix(".json").write_text(json.dumps({
+        "date": "2026-01-01 00:00 UTC", "machine": "a CPU", "commit": "aaaaaaa", "seeds": 3,
+        "command": "sdistill benchmark toy.yaml", "datasets": [asdict(_result(
+            0.88, 0.85, 0.87, 0.86))]}))
+    sweep = {"machine": "a CPU", "command": "sdistill sweep", "commit": "ccccccc",
+             "config": "configs/toy.yaml", "config_hash": "0123456789ab", "cores": 2,
+             "unseen_quarter_rate": None, "teacher_test": 0.80}
+    older = {**sweep, "date": "2026-01-01 00:00 UTC", "rows": [
+        _sweep_row("the config's student", [], 0.70, 0.70, 1500),
+        _sweep_row("pool 10", ["data.pool_budget=10"], 0.50, 0.50, 510)]}
+    newer = {**sweep, "date": "2026-01-02 00:00 UTC", "rows": [
+        _sweep_row("the config's student", [], 0.78, 0.76, 1500),
+        _sweep_row("pool 100", ["data.pool_budget=100"], 0.74, 0.72, 600),
+        _sweep_row("pool 100 at random", ["data.pool_budget=100", "data.pool_select=random"],
+                   0.70, 0.64, 600),
+        _sweep_row("d 64", ["student.embedding_dim=64"], 0.75, 0.70, 1500)]}
+    for name, raw in (("toy-old", older), ("toy-pool", newer)):
+        (out.parent / "sweeps" / f"{name}.json").write_text(json.dumps(raw))
+    monkeypatch.setattr(bench, "git_commit", lambda: "bbbbbbb")
+
+    assert bench.benchmark([], out, command="sdistill benchmark --update", update=True) == []
+    text = out.read_text()
+    assert "this command measured none, only rendered them): toy by `sdistill benchmark " \
+           "toy.yaml` at commit `aaaaaaa`" in text
+    assert "| toy | 100 | 0.7200 (0.900) | 0.7400 | 0.6400 (0.800) | 0.7000 |" in text
+    assert "| toy | the whole pool (1,000) | 0.7600 (0.950) | 0.7800 |" in text
+    assert "| toy | 10 |" not in text  # the older sweep's row: another sitting
+    assert text.count("### Sweep of `configs/toy.yaml`") == 2
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["datasets"][0]["commit"] == "aaaaaaa" and len(saved["sweeps"]) == 2
+
+
 def test_update_refuses_a_results_file_it_cannot_read(config_dict, write_config, tmp_path):
     from sparse_distill.errors import DataError
     from sparse_distill.stages.benchmark import benchmark

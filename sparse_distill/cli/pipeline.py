@@ -219,8 +219,10 @@ def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None
 
 @app.command()
 def benchmark(
-    configs: Annotated[list[Path], typer.Argument(help="Configs, one per data set (configs/).",
-                                                  show_default=False)],
+    configs: Annotated[list[Path] | None, typer.Argument(
+        help="Configs, one per data set (configs/); none, with --update: render OUTPUT again "
+             "from its JSON and the sweeps and GPU checks beside it.", show_default=False)
+    ] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="The Markdown report; the "
                                          "same figures go to a .json beside it.")
                       ] = Path("benchmarks/RESULTS.md"),
@@ -261,7 +263,7 @@ def benchmark(
             if not sep or not name or not directory:
                 raise SDistillError(f"--student {spec!r}: expected NAME=DIR")
             extra[name] = Path(directory)
-        cfgs = [as_config(c, set_) for c in configs]
+        cfgs = [as_config(c, set_) for c in configs or []]
         bars = reporter()
         existed = output.is_file()
         try:
@@ -285,7 +287,8 @@ def benchmark(
         out.print(table)
         for what, ok, margin in targets(d):
             out.print(f"  {'met' if ok else '[bold red]missed[/]'}: {what} ({margin})")
-    out.print(f"{'replaced' if existed else 'wrote'} {output} and {output.with_suffix('.json')}")
+    out.print(f"{'replaced' if existed else 'wrote'} {output} and {output.with_suffix('.json')}"
+              + ("" if cfgs else " (rendered again: nothing measured)"))
     if readme is not None:
         import json
 

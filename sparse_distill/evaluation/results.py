@@ -355,6 +355,7 @@ def render_results(datasets: list[DatasetResult], command: str, when: str, host:
     lines.append("")
     for d in datasets:
         lines += dataset_section(d, figures.get(d.name))
+    lines += pool_curve_section(sweeps or [])
     lines += sweeps_section(sweeps or [])
     lines += gpu_section(gpu or [])
     return "\n".join(lines)
@@ -369,7 +370,10 @@ def _kept(datasets: list[DatasetResult], commit: str | None, command: str) -> li
             older.setdefault((d.command, d.commit, d.date), []).append(d.name)
     if not older:
         return []
-    return ["- Kept from earlier runs (this command measured the others): " + "; ".join(
+    measured = any(d.command == command and d.commit == commit for d in datasets)
+    return ["- Kept from earlier runs (" + ("this command measured the others" if measured else
+                                            "this command measured none, only rendered them")
+            + "): " + "; ".join(
         f"{', '.join(names)} by `{cmd}`" + (f" at commit `{at}`" if at else "") + f", {date}"
         for (cmd, at, date), names in older.items()) + "."]
 
@@ -652,6 +656,62 @@ def render_sweep(result: SweepResult, command: str, when: str, host: str, commit
 def read_sweeps(folder: Path) -> list[dict[str, Any]]:
     """The JSON files `sdistill sweep -o benchmarks/sweeps/NAME.md` wrote, by name."""
     return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))]
+
+
+def _pool_rows(raw: dict[str, Any]) -> dict[tuple[int, str], dict[str, Any]]:
+    """A sweep's rows that only set a pool budget (and how it is chosen), by (budget, rule)."""
+    found = {}
+    for row in raw["rows"]:
+        sets = dict(o.split("=", 1) for o in row["overrides"])
+        if "data.pool_budget" in sets and set(sets) <= {"data.pool_budget", "data.pool_select"}:
+            found[int(sets["data.pool_budget"]),
+                  sets.get("data.pool_select", "cross-entropy")] = row
+    return found
+
+
+def pool_curve_section(sweeps: list[dict[str, Any]]) -> list[str]:
+    """Test accuracy against the pool texts labelled, chosen by cross-entropy or at random, for
+    each config: from its latest sweep with pool-budget rows, beside that sweep's own row for the
+    config (the whole pool), so that every figure of a data set comes from one sitting."""
+    latest: dict[str, dict[str, Any]] = {}
+    for raw in sorted(sweeps, key=lambda r: r["date"]):
+        if _pool_rows(raw):
+            latest[raw["config"]] = raw
+    if not latest:
+        return []
+    lines = ["## How much of the pool to label", "",
+             "The student's test accuracy (retention: / the teacher's; dev, which a choice would "
+             "use, beside it) when the teacher labels only N texts of the pool "
+             "(`data.pool_budget`), chosen by `data.pool_select`: `cross-entropy` (Moore & Lewis) "
+             "or `random`; the perturbed copies of train come on top. The last row of each data "
+             "set labels the whole pool. From `sdistill sweep` (benchmarks/sweeps/); each data "
+             "set's rows come from one sweep, which the section below names.", "",
+             "| data set | pool texts | by cross-entropy: test (retention) | dev | at random: "
+             "test (retention) | dev |", "|---|---|---|---|---|---|"]
+
+    def cell(row: dict[str, Any] | None, teacher: float | None) -> str:
+        if row is None or row["test_accuracy"] is None:
+            return "- | -"
+        kept = f" ({row['test_accuracy'] / teacher:.3f})" if teacher else ""
+        return f"{row['test_accuracy']:.4f}{kept} | {row['dev_accuracy']:.4f}"
+
+    for config, raw in latest.items():
+        rows, teacher = _pool_rows(raw), raw.get("teacher_test")
+        name = Path(config).stem
+        for budget in sorted({b for b, _ in rows}):
+            lines.append(f"| {name} | {budget:,} | "
+                         f"{cell(rows.get((budget, 'cross-entropy')), teacher)} | "
+                         f"{cell(rows.get((budget, 'random')), teacher)} |")
+        whole = next((r for r in raw["rows"] if not r["overrides"]), None)
+        if whole is not None:
+            # Its pool: what the whole run labelled less what a budget row labelled beyond its
+            # budget (train and the copies, the same in every row).
+            (budget, _), some = next(iter(rows.items()))
+            size = ("" if whole.get("labelled") is None or some.get("labelled") is None
+                    else f" ({whole['labelled'] - (some['labelled'] - budget):,})")
+            lines.append(f"| {name} | the whole pool{size} | {cell(whole, teacher)} | "
+                         "(the same texts) | |")
+    return [*lines, ""]
 
 
 def sweeps_section(sweeps: list[dict[str, Any]]) -> list[str]:

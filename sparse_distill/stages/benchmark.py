@@ -404,6 +404,13 @@ def benchmark(configs: Sequence[str | Path | Config], out: str | Path, command: 
     commit and date that made it (the returned list holds only the ones measured now)."""
     out = Path(out)
     kept = read_kept(out.with_suffix(".json")) if update else []
+    if not configs:
+        if not update or not kept:
+            raise DataError("give the configs to benchmark, or --update alone to render "
+                            f"{out} again from {out.with_suffix('.json')}, which must hold "
+                            "data sets (the sweeps and GPU checks beside it are read again)")
+        render_again(out, kept, command)
+        return []
     if ablation is None and (out.parent / "ablation.yaml").is_file():
         ablation = out.parent / "ablation.yaml"
     ablation = None if ablation is False or ablation is None else Path(ablation)
@@ -435,14 +442,33 @@ def benchmark(configs: Sequence[str | Path | Config], out: str | Path, command: 
         if write_figure(d, figure_path(out, d.name)):
             figures[d.name] = figure_path(out, d.name).name
         # Written after every data set: a long run that stops keeps what it finished.
-        every = merge_datasets(kept, results)
-        text = render_results(every, command, when, machine(), commit, figures, gpu, sweeps)
-        atomic_write_text(out, text)
-        atomic_write_json(out.with_suffix(".json"), {
-            "date": when, "machine": machine(), "command": command, "commit": commit,
-            "ablation_file": str(ablation) if ablation else None, "seeds": seeds,
-            "datasets": [asdict(d) for d in every], "gpu": gpu, "sweeps": sweeps})
+        write_results(out, merge_datasets(kept, results), command, when, commit, figures, gpu,
+                      sweeps, str(ablation) if ablation else None, seeds)
     return results
+
+
+def write_results(out: Path, every: list[DatasetResult], command: str, when: str,
+                  commit: str | None, figures: dict[str, str], gpu: list[dict[str, Any]],
+                  sweeps: list[dict[str, Any]], ablation_file: str | None, seeds: int) -> None:
+    """RESULTS.md and RESULTS.json, each written whole or not at all."""
+    text = render_results(every, command, when, machine(), commit, figures, gpu, sweeps)
+    atomic_write_text(out, text)
+    atomic_write_json(out.with_suffix(".json"), {
+        "date": when, "machine": machine(), "command": command, "commit": commit,
+        "ablation_file": ablation_file, "seeds": seeds,
+        "datasets": [asdict(d) for d in every], "gpu": gpu, "sweeps": sweeps})
+
+
+def render_again(out: Path, kept: list[DatasetResult], command: str) -> None:
+    """`--update` with no config: the data sets of `out`'s JSON as they are, with the sweeps and
+    GPU checks beside it read again (a new sweep shows up without measuring anything)."""
+    raw = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    figures = {d.name: figure_path(out, d.name).name for d in kept
+               if figure_path(out, d.name).is_file()}
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    write_results(out, kept, command, when, git_commit(), figures,
+                  read_gpu_results(out.parent / "gpu"), read_sweeps(out.parent / "sweeps"),
+                  raw.get("ablation_file"), raw.get("seeds", 3))
 
 
 def read_kept(path: Path) -> list[DatasetResult]:
