@@ -43,8 +43,6 @@ def base_config(run_dir: Path) -> dict[str, Any]:
             "dev": {"path": str(DATA / "dev.jsonl")},
             "test": {"path": str(DATA / "test.jsonl")},
             "unlabeled": [{"path": str(DATA / "pool.txt")}],
-            # The pool as the fixture files hold it (tests of the copies set their own).
-            "augment": {"copies": 0},
         },
         "vocab": {"ngram_range": [1, 2], "max_features": 500},
     }

@@ -128,16 +128,6 @@ def test_copies_join_the_pool_deduplicated_and_counted(config_dict):
     assert pool[:len(plain)] == plain and len(pool) - len(plain) == aug.kept
 
 
-def test_a_config_that_names_no_copies_gets_ten_of_every_training_text(config_dict):
-    del config_dict["data"]["augment"]
-    cfg = config_from_dict(config_dict)
-    labeled = load_labeled(cfg)
-    stats = PoolStats()
-    list(iter_pool(cfg, labeled, stats))
-    assert stats.sources[-1].key == "data.augment"
-    assert stats.sources[-1].read == 10 * len(labeled.train.texts)
-
-
 def test_bad_augment_settings_are_reported(config_dict):
     config_dict["data"]["augment"] = {"copies": -1, "drop_prob": 0.7, "replace_prob": 0.5,
                                       "window_min": 4, "window_max": 2}

@@ -104,8 +104,7 @@ def _config(work: Path, teacher: Path) -> dict[str, Any]:
         "run": {"dir": str(work / "run"), "seed": 13, "device": "cpu"},
         "data": {"train": {"path": str(rt / "train.jsonl"), "text": "text", "label": "label"},
                  "dev": {"path": str(rt / "dev.jsonl")}, "test": {"path": str(rt / "test.jsonl")},
-                 "unlabeled": [{"path": str(work.parent / "pool.txt")}],
-                 "augment": {"copies": 0}},  # the phases' timings were set for this pool
+                 "unlabeled": [{"path": str(work.parent / "pool.txt")}]},
         "vocab": {"ngram_range": [1, 3], "max_features": 300_000},
         "teacher": {"model": str(teacher), "finetune": True, "epochs": 2, "batch_size": 64,
                     "max_length": 32, "label_batch_size": 256, "shard_size": 20_000,
