@@ -61,6 +61,8 @@ def test_every_row_is_measured_beside_the_configs_student(swept):
     # The pool-size curve's axes: what each row's teacher labelled, and retention.
     teacher = json.loads((tmp / "run" / "teacher" / "manifest.json").read_text())
     assert report["teacher_test"] == teacher["eval"]["test"]["accuracy"]
+    # Every row here shares the run's teacher, so each row's own is that one.
+    assert {r["teacher_test"] for r in report["rows"]} == {report["teacher_test"]}
     labelled = {r["name"]: r["labelled"] for r in report["rows"]}
     assert labelled["the config's student"] == labelled["d 8"] == teacher["counts"]["targets"]
     assert labelled["pool of 5"] == teacher["counts"]["train"] + 5  # no copies in the fixture
@@ -150,3 +152,20 @@ def test_a_resumed_rows_stage_time_says_it_is_the_last_process_share():
     text = render_sweep(result, "sdistill sweep", "now", "here", None)
     head = text.split("\n| row |")[0].strip().splitlines()
     assert [line for line in head[2:] if not line.startswith("- ")] == []
+
+
+def test_retention_divides_by_the_rows_own_teacher():
+    """A row that fine-tunes another teacher (teacher.lr=...) is retained against that one, not
+    the config's; rows of older JSON files, without their own, fall back to the config's."""
+    from sparse_distill.evaluation.results import StageTime, SweepResult, SweepRow, render_sweep
+
+    stage = StageTime("student", 60.0, True, "2026-12-07")
+    result = SweepResult("c.yaml", "abc", [
+        SweepRow("the config's student", [], "KD", 0.9, 0.80, None, 1.0, 2.0, 1.0, [stage], 10),
+        SweepRow("teacher lr", ["teacher.lr=1e-4"], "KD", 0.9, 0.80, None, 1.0, 2.0, 1.0,
+                 [stage], 10, teacher_test=0.90)], 2, None, 0.80)
+    lines = {line.split(" | ")[0]: line for line in
+             render_sweep(result, "sdistill sweep", "now", "here", None).splitlines()
+             if line.startswith("| ")}
+    assert "| 0.8000 | 1.000 |" in lines["| the config's student"]
+    assert "| 0.8000 | 0.889 |" in lines["| teacher lr"]

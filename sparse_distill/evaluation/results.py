@@ -85,6 +85,8 @@ class SweepRow:
     stages: list[StageTime]
     # the texts its teacher labelled: train, the pool (after a budget) and the perturbed copies
     labelled: int | None = None
+    # its own teacher on test (a row that changes the teacher has another one); None: unknown
+    teacher_test: float | None = None
 
 
 @dataclass
@@ -627,8 +629,8 @@ def render_sweep(result: SweepResult, command: str, when: str, host: str, commit
              *([f"- The most-unseen quarter: the test texts whose n-grams the config's "
                 f"vocabulary lacks most (on average {result.unseen_quarter_rate:.0%})."]
                if result.unseen_quarter_rate is not None else []),
-             *([f"- Retention: test accuracy / the teacher's ({result.teacher_test:.4f})."]
-               if result.teacher_test else []),
+             *([f"- Retention: test accuracy / the row's own teacher's (the config's: "
+                f"{result.teacher_test:.4f})."] if result.teacher_test else []),
              "- Labelled texts: what the row's teacher labelled (train, the pool after a "
              "budget, the perturbed copies of train).", "",
              "| row | overrides | weights | labelled texts | dev | dev vs the config | test | "
@@ -637,8 +639,9 @@ def render_sweep(result: SweepResult, command: str, when: str, host: str, commit
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result.rows:
         stage = r.stages[0]
-        retention = "-" if r.test_accuracy is None or not result.teacher_test else \
-            f"{r.test_accuracy / result.teacher_test:.3f}"
+        teacher = r.teacher_test or result.teacher_test
+        retention = "-" if r.test_accuracy is None or not teacher else \
+            f"{r.test_accuracy / teacher:.3f}"
         lines.append(
             f"| {r.name} | `{' '.join(r.overrides) or '-'}` | {r.weights} | "
             + ("-" if r.labelled is None else f"{r.labelled:,}") + " | "

@@ -77,10 +77,16 @@ def sweep(cfg: Config | str | Path, rows: list[Variant], report: Reporter | None
             fair.rates[name]["1"], fair.rates[name]["all"],
             stages["student"].manifest.get("memory", {}).get("peak_gib"),
             stage_times({"student": stages["student"]}),
-            stages["teacher"].manifest.get("counts", {}).get("targets")))
-    teacher_test = main["teacher"].manifest.get("eval", {}).get("test", {}).get("accuracy")
+            stages["teacher"].manifest.get("counts", {}).get("targets"),
+            teacher_accuracy(stages["teacher"].manifest)))
+    teacher_test = teacher_accuracy(main["teacher"].manifest)
     return SweepResult(str(getattr(cfg, "_path", "")), config_hash(cfg), out, fair.cores,
                        rate if data.test is not None else None, teacher_test)
+
+
+def teacher_accuracy(manifest: dict[str, Any]) -> float | None:
+    """A teacher stage's test accuracy, as its manifest records it (None without a test split)."""
+    return manifest.get("eval", {}).get("test", {}).get("accuracy")
 
 
 def write_sweep(result: SweepResult, out: Path, command: str = "") -> None:
