@@ -695,6 +695,8 @@ def pool_curve_section(sweeps: list[dict[str, Any]]) -> list[str]:
     def cell(row: dict[str, Any] | None, teacher: float | None) -> str:
         if row is None or row["test_accuracy"] is None:
             return "- | -"
+        # The row's own teacher where the sweep recorded it, as in the sweep's own table.
+        teacher = row.get("teacher_test") or teacher
         kept = f" ({row['test_accuracy'] / teacher:.3f})" if teacher else ""
         return f"{row['test_accuracy']:.4f}{kept} | {row['dev_accuracy']:.4f}"
 
