@@ -67,7 +67,7 @@ class UnseenWordVectors:
         self.encoder = load_classifier(teacher, None, trust_remote_code).base_model
         vocab = student.featurizer.vocab
         self.known = {g for g in vocab.ngrams if " " not in g}  # the vocabulary's words
-        self.words = re.compile(vocab.token_pattern).findall
+        self.words = re.compile(vocab.pattern).findall
         self.lowercase = vocab.lowercase
         # The vectors made so far: word -> its row of `table`, (n_words, d) float32.
         self.index: dict[str, int] = {}

@@ -57,6 +57,34 @@ static inline int is_word(Py_UCS4 c) {
     return c < 128 ? ascii_word[c] : (Py_UNICODE_ISALNUM(c) != 0);
 }
 
+/* Scripts written without spaces between words (the `scripts` token rule; its reference is
+ * sparse_distill/inference/tokens.py, whose UNSPACED_BLOCKS these ranges must equal): Thai, Lao,
+ * Myanmar, Khmer, CJK radicals, symbols (of which only the word characters 々 〆 〇 ... count),
+ * Hiragana, Katakana, Bopomofo, CJK ideographs and their extensions, Yi; not Hangul (0x3130-
+ * 0x318F), whose words are spaced. A word character there is a token of its own, with the combining marks
+ * (unspaced_mark) that follow it. */
+static inline int is_unspaced(Py_UCS4 c) {
+    if (c < 0x0E00) return 0;
+    if (c < 0x3400)
+        return c <= 0x0EFF || (c >= 0x1000 && c <= 0x109F) || (c >= 0x1780 && c <= 0x17FF) ||
+               (c >= 0x19E0 && c <= 0x19FF) || (c >= 0x2E80 && c <= 0x312F) ||
+               (c >= 0x3190 && c <= 0x31FF);
+    if (c < 0x10000)
+        return c <= 0x4DBF || (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0xA000 && c <= 0xA4CF) ||
+               (c >= 0xA9E0 && c <= 0xA9FF) || (c >= 0xAA60 && c <= 0xAA7F) ||
+               (c >= 0xF900 && c <= 0xFAFF) || (c >= 0xFF66 && c <= 0xFF9F);
+    return (c >= 0x1AFF0 && c <= 0x1B16F) || (c >= 0x20000 && c <= 0x323AF);
+}
+
+/* The combining marks (Unicode category M*) of the unspaced blocks of the BMP, filled at import
+ * from the interpreter's unicodedata: Thai vowel and tone marks, Myanmar and Khmer vowel signs,
+ * kana voicing marks. None is a word character; after an unspaced character it belongs to it. */
+static uint8_t unspaced_mark[0x10000 / 8];
+
+static inline int is_unspaced_mark(Py_UCS4 c) {
+    return c < 0x10000 && (unspaced_mark[c >> 3] >> (c & 7) & 1);
+}
+
 static inline Py_UCS4 read_char(int kind, const void *data, Py_ssize_t i, int lower_ascii) {
     Py_UCS4 c = PyUnicode_READ(kind, data, i);
     if (lower_ascii && c >= 'A' && c <= 'Z') c += 'a' - 'A';
@@ -220,6 +248,7 @@ typedef struct {
 
 typedef struct {
     int min_n, max_n, lowercase, counting;
+    int scripts;  /* the scripts token rule (tokenize) */
     /* tokens (order-1 nodes): short ones by their exact packed key, the others by hash */
     Table short_tokens, tokens;
     uint32_t *chars;      /* every token's code points, one token after another */
@@ -250,9 +279,10 @@ static void trie_free(Trie *tr) {
     memset(tr, 0, sizeof(*tr));
 }
 
-static int trie_init(Trie *tr, int min_n, int max_n, int lowercase, int counting,
+static int trie_init(Trie *tr, int min_n, int max_n, int lowercase, int scripts, int counting,
                      int64_t expected) {
     memset(tr, 0, sizeof(*tr));
+    tr->scripts = scripts;
     tr->min_n = min_n;
     tr->max_n = max_n;
     tr->lowercase = lowercase;
@@ -365,9 +395,10 @@ static void runs_free(Runs *r) {
 }
 
 /* Room for every token a text of n code points can hold (a token and its separator take at
- * least 3), so that tokenising checks no capacity. */
-static int runs_reserve(Runs *r, Py_ssize_t n) {
-    int64_t need = r->n + n / 3 + 1;
+ * least 3; with the scripts rule a token can be one code point), so that tokenising checks no
+ * capacity. */
+static int runs_reserve(Runs *r, Py_ssize_t n, int scripts) {
+    int64_t need = r->n + (scripts ? n : n / 3) + 1;
     return GROW(r->start, r->cap_start, need) < 0 || GROW(r->len, r->cap_len, need) < 0 ||
            GROW(r->key, r->cap_key, need) < 0 || GROW(r->is_short, r->cap_short, need) < 0
            ? -1 : 0;
@@ -384,11 +415,14 @@ static inline void runs_push(Runs *r, Py_ssize_t start, Py_ssize_t len, uint64_t
 
 static unsigned char latin1_word[256];  /* is_word for the code points of 1-byte strings */
 
-/* Append the text's tokens to `out`. One-byte strings (ASCII and Latin-1, most text) take a
- * loop of their own: a table lookup a character, and every token of at most 8 characters is
- * its own exact key, so only longer ones are hashed. */
-static int tokenize(int kind, const void *data, Py_ssize_t n, int lower_ascii, Runs *out) {
-    if (runs_reserve(out, n) < 0) return -1;
+/* Append the text's tokens to `out`: the maximal runs of two or more word characters, and with
+ * `scripts` each word character of an unspaced script (with its marks) on its own, the runs
+ * then stopping at it. One-byte strings (ASCII and Latin-1, most text, none of it unspaced)
+ * take a loop of their own: a table lookup a character, and every token of at most 8
+ * characters is its own exact key, so only longer ones are hashed. */
+static int tokenize(int kind, const void *data, Py_ssize_t n, int lower_ascii, int scripts,
+                    Runs *out) {
+    if (runs_reserve(out, n, scripts && kind != PyUnicode_1BYTE_KIND) < 0) return -1;
     Py_ssize_t i = 0;
     if (kind == PyUnicode_1BYTE_KIND) {
         const Py_UCS1 *t = data;
@@ -427,11 +461,18 @@ static int tokenize(int kind, const void *data, Py_ssize_t n, int lower_ascii, R
         Py_ssize_t start = i;
         KeyBuilder k;
         key_start(&k);
+        if (scripts && is_unspaced(c)) {
+            key_add(&k, c);
+            while (++i < n && is_unspaced_mark(c = read_char(kind, data, i, lower_ascii)))
+                key_add(&k, c);
+            runs_push(out, start, i - start, key_end(&k), k.is_short);
+            continue;
+        }
         for (;;) {
             key_add(&k, c);
             if (++i == n) break;
             c = read_char(kind, data, i, lower_ascii);
-            if (!is_word(c)) break;
+            if (!is_word(c) || (scripts && is_unspaced(c))) break;
         }
         Py_ssize_t len = i - start;
         if (len >= 2) runs_push(out, start, len, key_end(&k), k.is_short);
@@ -545,16 +586,21 @@ static int index_add(Trie *tr, PyObject *ngram, int32_t id, Runs *runs) {
     for (Py_ssize_t i = 0; i <= n; i++) {
         if (i < n && PyUnicode_READ(kind, data, i) != ' ') continue;
         Py_ssize_t len = i - start;
-        if (len < 2) return 0;
+        if (len == 0) return 0;
+        /* scripts: an unspaced character and its marks, or a run of 2+ other word characters */
+        int single = tr->scripts && is_unspaced(PyUnicode_READ(kind, data, start));
+        if (len < 2 && !single) return 0;
         KeyBuilder k;
         key_start(&k);
         for (Py_ssize_t j = start; j < i; j++) {
             Py_UCS4 c = PyUnicode_READ(kind, data, j);
-            if (!is_word(c)) return 0;
+            if (single ? j > start && !is_unspaced_mark(c)
+                       : !is_word(c) || (tr->scripts && is_unspaced(c)))
+                return 0;
             key_add(&k, c);
         }
         if (runs->n == tr->max_n) return 0;
-        if (runs_reserve(runs, 3) < 0) return -1;
+        if (runs_reserve(runs, 3, 0) < 0) return -1;
         runs_push(runs, start, len, key_end(&k), k.is_short);
         start = i + 1;
     }
@@ -586,12 +632,13 @@ static int index_add(Trie *tr, PyObject *ngram, int32_t id, Runs *runs) {
 
 static int Index_init(IndexObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"ngrams", "min_n", "max_n", "lowercase", "buckets",
-                             "bucket_ngrams", "minn", "maxn", NULL};
+                             "bucket_ngrams", "minn", "maxn", "scripts", NULL};
     PyObject *ngrams;
-    int min_n, max_n, lowercase, bucket_ngrams = 1, minn = 0, maxn = 0;
+    int min_n, max_n, lowercase, bucket_ngrams = 1, minn = 0, maxn = 0, scripts = 0;
     long long buckets = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oiip|Lpii", kwlist, &ngrams, &min_n, &max_n,
-                                     &lowercase, &buckets, &bucket_ngrams, &minn, &maxn))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oiip|Lpiip", kwlist, &ngrams, &min_n, &max_n,
+                                     &lowercase, &buckets, &bucket_ngrams, &minn, &maxn,
+                                     &scripts))
         return -1;
     if (buckets < 0 || minn < 0 || maxn < minn || maxn > MAX_ORDER || (minn == 0 && maxn > 0)) {
         PyErr_Format(PyExc_ValueError, "buckets must be >= 0 and the character n-gram lengths "
@@ -616,7 +663,7 @@ static int Index_init(IndexObject *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_ValueError, "too many n-grams and buckets: at most 2**31 - 2");
         return -1;
     }
-    if (trie_init(&self->trie, min_n, max_n, lowercase, 0, n) < 0) {
+    if (trie_init(&self->trie, min_n, max_n, lowercase, scripts, 0, n) < 0) {
         Py_DECREF(seq);
         PyErr_NoMemory();
         return -1;
@@ -785,7 +832,8 @@ static int featurize_one(const Trie *tr, const Buckets *b, PyObject *text, int l
     const void *data = PyUnicode_DATA(text);
     Runs *r = &o->runs;
     r->n = 0;
-    if (tokenize(kind, data, PyUnicode_GET_LENGTH(text), lower_ascii, r) < 0) return -1;
+    if (tokenize(kind, data, PyUnicode_GET_LENGTH(text), lower_ascii, tr->scripts, r) < 0)
+        return -1;
     const int64_t nt = r->n;
     const int min_n = tr->min_n, max_n = tr->max_n;
     if (GROW(o->toks, o->cap_toks, nt) < 0 || GROW(o->alive, o->cap_alive, nt) < 0 ||
@@ -934,7 +982,7 @@ static PyTypeObject IndexType = {
     .tp_as_sequence = &Index_as_sequence,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Index(ngrams, min_n, max_n, lowercase, buckets=0, bucket_ngrams=True, minn=0, "
-              "maxn=0): word n-grams (tokens joined by one space; an n-gram's id is its "
+              "maxn=0, scripts=False): word n-grams (tokens joined by one space; an n-gram's id is its "
               "position) to featurize texts with, and `buckets` hashed ids after them for the "
               "n-grams it lacks and the character n-grams of the words it lacks.",
     .tp_methods = Index_methods,
@@ -967,9 +1015,10 @@ static void Counter_dealloc(CounterObject *self) {
 }
 
 static int Counter_init(CounterObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"max_n", "lowercase", NULL};
-    int max_n, lowercase;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ip", kwlist, &max_n, &lowercase)) return -1;
+    static char *kwlist[] = {"max_n", "lowercase", "scripts", NULL};
+    int max_n, lowercase, scripts = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ip|p", kwlist, &max_n, &lowercase, &scripts))
+        return -1;
     if (self->ready) {
         PyErr_SetString(PyExc_RuntimeError, "a Counter is built once; make a new one");
         return -1;
@@ -978,7 +1027,7 @@ static int Counter_init(CounterObject *self, PyObject *args, PyObject *kwds) {
         PyErr_Format(PyExc_ValueError, "max_n must be in [1, %d], got %d", MAX_ORDER, max_n);
         return -1;
     }
-    if (trie_init(&self->trie, 1, max_n, lowercase, 1, 1 << 16) < 0) {
+    if (trie_init(&self->trie, 1, max_n, lowercase, scripts, 1, 1 << 16) < 0) {
         PyErr_NoMemory();
         return -1;
     }
@@ -1002,7 +1051,8 @@ static int count_one(CounterObject *self, PyObject *text, int lower_ascii) {
     const void *data = PyUnicode_DATA(text);
     Runs *r = &self->runs;
     r->n = 0;
-    if (tokenize(kind, data, PyUnicode_GET_LENGTH(text), lower_ascii, r) < 0) return -1;
+    if (tokenize(kind, data, PyUnicode_GET_LENGTH(text), lower_ascii, tr->scripts, r) < 0)
+        return -1;
     const int64_t doc = tr->n_docs++;
     const int64_t nt = r->n;
     if (GROW(self->toks, self->cap_toks, nt) < 0 || GROW(self->codes, self->cap_codes, nt) < 0 ||
@@ -1297,7 +1347,7 @@ static PyTypeObject CounterType = {
     .tp_basicsize = sizeof(CounterObject),
     .tp_dealloc = (destructor)Counter_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Counter(max_n, lowercase): term and document frequencies of word n-grams of "
+    .tp_doc = "Counter(max_n, lowercase, scripts=False): term and document frequencies of word n-grams of "
               "order 1 .. max_n.",
     .tp_methods = Counter_methods,
     .tp_getset = Counter_getset,
@@ -1308,14 +1358,53 @@ static PyTypeObject CounterType = {
 /* ------------------------------------------------------------------------------------------ */
 /* The module */
 
-static PyObject *is_word_char(PyObject *Py_UNUSED(module), PyObject *arg) {
+static int code_point(PyObject *arg, Py_UCS4 *out) {
     long c = PyLong_AsLong(arg);
-    if (c == -1 && PyErr_Occurred()) return NULL;
+    if (c == -1 && PyErr_Occurred()) return -1;
     if (c < 0 || c > 0x10FFFF) {
         PyErr_SetString(PyExc_ValueError, "not a code point");
-        return NULL;
+        return -1;
     }
-    return PyBool_FromLong(is_word((Py_UCS4)c));
+    *out = (Py_UCS4)c;
+    return 0;
+}
+
+static PyObject *is_word_char(PyObject *Py_UNUSED(module), PyObject *arg) {
+    Py_UCS4 c;
+    return code_point(arg, &c) < 0 ? NULL : PyBool_FromLong(is_word(c));
+}
+
+/* 0: not of an unspaced script; 1: a character that is a token of its own there (a word
+ * character); 2: one of its combining marks; 3: another character of those blocks. */
+static PyObject *unspaced_class(PyObject *Py_UNUSED(module), PyObject *arg) {
+    Py_UCS4 c;
+    if (code_point(arg, &c) < 0) return NULL;
+    return PyLong_FromLong(!is_unspaced(c) ? 0 : is_word(c) ? 1 : is_unspaced_mark(c) ? 2 : 3);
+}
+
+/* unspaced_mark from the interpreter's own Unicode database, which also defines `re`'s \w. */
+static int fill_unspaced_marks(void) {
+    PyObject *ud = PyImport_ImportModule("unicodedata");
+    if (!ud) return -1;
+    PyObject *category = PyObject_GetAttrString(ud, "category");
+    Py_DECREF(ud);
+    if (!category) return -1;
+    int status = 0;
+    for (Py_UCS4 c = 0x0E00; c < 0x10000 && status == 0; c++) {
+        if (!is_unspaced(c) || is_word(c)) continue;
+        PyObject *ch = PyUnicode_FromOrdinal((int)c);
+        PyObject *cat = ch ? PyObject_CallOneArg(category, ch) : NULL;
+        Py_XDECREF(ch);
+        if (!cat) {
+            status = -1;
+            break;
+        }
+        if (PyUnicode_GET_LENGTH(cat) > 0 && PyUnicode_READ_CHAR(cat, 0) == 'M')
+            unspaced_mark[c >> 3] |= (uint8_t)(1u << (c & 7));
+        Py_DECREF(cat);
+    }
+    Py_DECREF(category);
+    return status;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1490,6 +1579,9 @@ fail_table:
 static PyMethodDef module_methods[] = {
     {"is_word_char", is_word_char, METH_O,
      "is_word_char(code_point): whether `re`'s \\w matches it (str patterns)."},
+    {"unspaced_class", unspaced_class, METH_O,
+     "unspaced_class(code_point): 0 outside the unspaced scripts; inside them 1 for a word "
+     "character (a token of its own), 2 for a combining mark, 3 for anything else."},
     {"pool", pool, METH_VARARGS,
      "pool(table, kind, dim, ids, offsets, weights, out, max_pool): an EmbeddingBag over a "
      "float32/float16/bfloat16/int8-row-wise table (kind 0-3) into out (n, dim) float32."},
@@ -1498,7 +1590,8 @@ static PyMethodDef module_methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_ngrams",
-    "Word n-grams at compiled speed with CountVectorizer's default token pattern.", -1,
+    "Word n-grams at compiled speed with CountVectorizer's default token pattern (or the "
+    "scripts rule).", -1,
     module_methods, NULL, NULL, NULL, NULL,
 };
 
@@ -1508,7 +1601,7 @@ PyMODINIT_FUNC PyInit__ngrams(void) {
         if (c < 128) ascii_word[c] = latin1_word[c];
     }
     str_lower = PyObject_GetAttrString((PyObject *)&PyUnicode_Type, "lower");
-    if (!str_lower) return NULL;
+    if (!str_lower || fill_unspaced_marks() < 0) return NULL;
     if (PyType_Ready(&IndexType) < 0 || PyType_Ready(&CounterType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;

@@ -2,9 +2,10 @@
 
 Output is exactly scikit-learn's `CountVectorizer(vocabulary=...).transform`: the same
 lower-casing, token pattern and word n-grams, each text's distinct ids in ascending order with
-their counts. For the default token pattern `(?u)\\b\\w\\w+\\b` the work is done by the compiled
-extension `_ngrams` beside this module (a hash-table trie over the vocabulary, run without the
-GIL on every core); any other `vocab.token_pattern` goes through scikit-learn's own regex path.
+their counts. For the default token pattern `(?u)\\b\\w\\w+\\b` and for the `scripts` rule
+(`tokens`: each character of a script written without spaces is a token) the work is done by the
+compiled extension `_ngrams` beside this module (a hash-table trie over the vocabulary, run without
+the GIL on every core); any other `vocab.token_pattern` goes through scikit-learn's own regex path.
 
 This module imports numpy and the extension only: no torch, no training, teacher or transformers
 code, and scikit-learn only for a non-default token pattern.
@@ -25,10 +26,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from .tokens import COMPILED_PATTERNS, pattern
 
 VOCAB_FILE = "vocab.json"
-# Spellings of scikit-learn's default token pattern: `(?u)` is the default for str patterns.
-COMPILED_PATTERNS = frozenset({r"(?u)\b\w\w+\b", r"\b\w\w+\b"})
 # Texts a thread takes at a time: below this, handing work to a thread costs more than it saves.
 MIN_TEXTS_PER_THREAD = 256
 # The same, counted in characters, for long texts: 256 snippets of ~120 characters.
@@ -130,6 +130,9 @@ class Vocabulary:
     ngram_range: tuple[int, int]
     lowercase: bool
     token_pattern: str
+    # The token rule (inference.tokens): "words" (token_pattern; every vocabulary made before
+    # the rule existed) or "scripts" (unspaced scripts' characters are tokens of their own).
+    tokens: str = "words"
 
     def __len__(self) -> int:
         return len(self.ngrams)
@@ -139,12 +142,17 @@ class Vocabulary:
         """Whether the compiled featuriser handles this vocabulary's token pattern."""
         return self.token_pattern in COMPILED_PATTERNS
 
+    @property
+    def pattern(self) -> str:
+        """The regular expression of this vocabulary's tokens (scikit-learn's token_pattern)."""
+        return pattern(self.tokens, self.token_pattern)
+
     def vectorizer(self) -> Any:
         """scikit-learn's `CountVectorizer` with this vocabulary: the reference semantics."""
         from sklearn.feature_extraction.text import CountVectorizer
 
         return CountVectorizer(vocabulary=self.ngrams, ngram_range=self.ngram_range,
-                               lowercase=self.lowercase, token_pattern=self.token_pattern,
+                               lowercase=self.lowercase, token_pattern=self.pattern,
                                dtype=np.float32)
 
     def featurizer(self, threads: int | None = None, unseen: Unseen = NO_BUCKETS) -> Featurizer:
@@ -158,7 +166,7 @@ class Vocabulary:
         atomic_write_json(directory / VOCAB_FILE, {
             "format": 1, "size": len(self), "ngram_range": list(self.ngram_range),
             "lowercase": self.lowercase, "token_pattern": self.token_pattern,
-            "ngrams": self.ngrams})
+            "tokens": self.tokens, "ngrams": self.ngrams})
         np.save(directory / "df.npy", self.df.astype(np.int64), allow_pickle=False)
         np.save(directory / "tf.npy", self.tf.astype(np.int64), allow_pickle=False)
 
@@ -175,7 +183,8 @@ class Vocabulary:
                    df=np.load(directory / "df.npy", allow_pickle=False),
                    tf=np.load(directory / "tf.npy", allow_pickle=False),
                    ngram_range=tuple(meta["ngram_range"]),  # type: ignore[arg-type]
-                   lowercase=meta["lowercase"], token_pattern=meta["token_pattern"])
+                   lowercase=meta["lowercase"], token_pattern=meta["token_pattern"],
+                   tokens=meta.get("tokens", "words"))
 
 
 def usable_cpus() -> int:
@@ -236,7 +245,8 @@ class Featurizer:
             lo, hi = vocab.ngram_range
             minn, maxn = unseen.subwords or (0, 0)
             self._index = compiled_module().Index(vocab.ngrams, lo, hi, vocab.lowercase,
-                                                  unseen.buckets, unseen.ngrams, minn, maxn)
+                                                  unseen.buckets, unseen.ngrams, minn, maxn,
+                                                  vocab.tokens == "scripts")
         else:
             self._index = None
             self._vectorizer = vocab.vectorizer()

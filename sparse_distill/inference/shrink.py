@@ -111,7 +111,8 @@ def shrink(model_dir: str | Path, out: str | Path, *, keep: int | None = None,
     lo, hi = vocab.ngram_range
     small = Vocabulary(ngrams=[vocab.ngrams[i] for i in ids], df=vocab.df[ids],
                        tf=vocab.tf[ids], ngram_range=(lo, min(hi, max_order or hi)),
-                       lowercase=vocab.lowercase, token_pattern=vocab.token_pattern)
+                       lowercase=vocab.lowercase, token_pattern=vocab.token_pattern,
+                       tokens=vocab.tokens)
     how = []
     if min_df is not None:
         how.append(f"in >= {min_df} texts")

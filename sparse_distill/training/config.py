@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..files import expand_path
-
-DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+from ..inference.tokens import COMPILED_PATTERNS, DEFAULT_TOKEN_PATTERN
 
 
 def _range(**bounds: float) -> dict[str, float]:
@@ -120,6 +119,11 @@ class VocabConfig:
     max_df: float = field(default=1.0, metadata=_range(gt=0.0, le=1.0))
     lowercase: bool = True
     token_pattern: str = DEFAULT_TOKEN_PATTERN
+    # The token rule (inference.tokens). auto: `scripts` with the default token_pattern (every
+    # character of a script written without spaces is a token, which changes nothing for text
+    # in spaced scripts, so no one need set it), the given token_pattern otherwise. words:
+    # token_pattern alone (a Chinese clause is one token).
+    tokens: Literal["auto", "words", "scripts"] = "auto"
     # Bounded memory: when more distinct n-grams than this are held while counting, the rarest are
     # pruned (recorded in the manifest; the vocabulary is exact when no pruning happened).
     max_candidates: int = field(default=20_000_000, metadata=_range(ge=1000))
@@ -140,7 +144,17 @@ class VocabConfig:
                                                   "for the others"))
         except re.error as exc:
             problems.append(("token_pattern", f"not a valid regular expression ({exc})"))
+        if self.tokens == "scripts" and self.token_pattern not in COMPILED_PATTERNS:
+            problems.append(("tokens", "'scripts' is a rule of its own and takes no "
+                                       "token_pattern; drop vocab.token_pattern or set "
+                                       "vocab.tokens: words"))
         return problems
+
+    def token_rule(self) -> str:
+        """The rule `tokens` resolves to: "words" or "scripts" (inference.tokens)."""
+        if self.tokens == "auto":
+            return "scripts" if self.token_pattern in COMPILED_PATTERNS else "words"
+        return self.tokens
 
 
 @dataclass

@@ -34,6 +34,7 @@ from ..inference.readers import (
     read_txt,
     sniff,
 )
+from ..inference.tokens import pattern
 from .config import Config, SourceConfig
 
 FILE_FORMATS = ("csv", "tsv", "jsonl", "txt", "parquet")
@@ -426,7 +427,8 @@ def iter_pool(cfg: Config, labeled: LabeledData, stats: PoolStats) -> Iterator[s
             return unlabeled(passes[-1])
 
         chosen = select(one_pass, labeled.train.texts, d.pool_budget, d.pool_select,
-                        cfg.run.seed, cfg.vocab.token_pattern, cfg.vocab.lowercase)
+                        cfg.run.seed, pattern(cfg.vocab.token_rule(), cfg.vocab.token_pattern),
+                        cfg.vocab.lowercase)
         last = passes[-1]  # every pass reads the same texts: the last one's counts stand
         stats.sources, stats.duplicates, stats.leaked = last.sources, last.duplicates, last.leaked
         stats.kept = len(chosen)

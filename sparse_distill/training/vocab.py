@@ -1,10 +1,11 @@
 """The n-gram vocabulary: count every n-gram of the texts, keep the most frequent.
 
 Semantics are scikit-learn's `CountVectorizer`: the same preprocessing, token pattern and word
-n-grams, document frequencies for min_df/max_df and corpus term frequencies for max_features.
-For the default token pattern the counting is compiled (the extension's `Counter`: n-grams
-are nodes of a trie keyed by 64-bit integers, and only the n-grams that are kept are ever spelt
-out as strings); another `vocab.token_pattern` is counted with scikit-learn's own analyzer.
+n-grams, document frequencies for min_df/max_df and corpus term frequencies for max_features. For
+the default token pattern and the `scripts` token rule the counting is compiled (the extension's
+`Counter`: n-grams are nodes of a trie keyed by 64-bit integers, and only the n-grams that are kept
+are ever spelt out as strings); another `vocab.token_pattern` is counted with scikit-learn's own
+analyzer.
 Counting streams over the corpus in chunks; memory is bounded by `vocab.max_candidates` distinct
 n-grams, beyond which the rarest are pruned (recorded in the manifest, so a vocabulary is known to
 be exact when nothing was pruned).
@@ -20,7 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import DataError
-from ..inference.featurize import COMPILED_PATTERNS, Vocabulary, compiled_module
+from ..inference.featurize import Vocabulary, compiled_module
+from ..inference.tokens import COMPILED_PATTERNS, pattern
 from .config import VocabConfig
 
 
@@ -57,7 +59,8 @@ def analyzer(cfg: VocabConfig) -> Callable[[str], list[str]]:
     from sklearn.feature_extraction.text import CountVectorizer
 
     return CountVectorizer(ngram_range=tuple(cfg.ngram_range), lowercase=cfg.lowercase,
-                           token_pattern=cfg.token_pattern).build_analyzer()
+                           token_pattern=pattern(cfg.token_rule(), cfg.token_pattern)
+                           ).build_analyzer()
 
 
 def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -82,7 +85,7 @@ def count_ngrams(texts: Iterable[str], cfg: VocabConfig,
 def _count_compiled(texts: Iterable[str], cfg: VocabConfig,
                     on_chunk: Callable[[int], None] | None) -> NgramCounts:
     min_n, max_n = cfg.ngram_range
-    counter = compiled_module().Counter(max_n, cfg.lowercase)
+    counter = compiled_module().Counter(max_n, cfg.lowercase, cfg.token_rule() == "scripts")
     undercount = prunings = 0
     for chunk in _batched(texts, cfg.chunk_size):
         counter.add(chunk)
@@ -149,4 +152,5 @@ def select_vocabulary(counts: NgramCounts, cfg: VocabConfig) -> Vocabulary:
     order = chosen[np.argsort(-tf[chosen], kind="stable")][:cfg.max_features]
     return Vocabulary(ngrams=counts.spell(order), df=df[order].copy(), tf=tf[order].copy(),
                       ngram_range=(cfg.ngram_range[0], cfg.ngram_range[1]),
-                      lowercase=cfg.lowercase, token_pattern=cfg.token_pattern)
+                      lowercase=cfg.lowercase, token_pattern=cfg.token_pattern,
+                      tokens=cfg.token_rule())
