@@ -117,7 +117,8 @@ def test_featuriser_equals_the_reference_on_mixed_scripts(texts, fit_on, seed, l
        lowercase=st.booleans())
 def test_counter_equals_the_reference_on_mixed_scripts(texts, order, lowercase):
     texts = texts + MIXED_WORDS
-    compiled_cfg = VocabConfig(ngram_range=order, lowercase=lowercase, max_features=None)
+    compiled_cfg = VocabConfig(ngram_range=order, lowercase=lowercase, max_features=None,
+                               tokens="scripts")
     regex_cfg = VocabConfig(ngram_range=order, lowercase=lowercase, max_features=None,
                             token_pattern=scripts_pattern(), tokens="words")
     assert compiled_cfg.token_rule() == "scripts" and regex_cfg.token_rule() == "words"
@@ -161,6 +162,14 @@ def test_scripts_takes_no_token_pattern():
         config_from_dict({"data": {"train": {"path": "x.jsonl"}},
                           "vocab": {"tokens": "scripts", "token_pattern": r"\w+"}},
                          check_inputs=False)
-    assert VocabConfig(token_pattern=r"\w+").token_rule() == "words"
-    assert VocabConfig().token_rule() == "scripts"
-    assert VocabConfig(tokens="words").token_rule() == "words"
+
+
+def test_auto_splits_unspaced_scripts_where_the_training_texts_are_written_in_them():
+    chinese = ["这部电影很好看", "The 中国 team won", "剧情太无聊了"] + ["english text"] * 97
+    english = ["a film about 東京 and its people"] + ["english text"] * 199
+    assert VocabConfig().token_rule(chinese) == "scripts"  # 3% of the texts
+    assert VocabConfig().token_rule(english) == "words"  # 0.5%: a stray name
+    assert VocabConfig().token_rule([]) == "words"
+    assert VocabConfig(token_pattern=r"\w+").token_rule(chinese) == "words"
+    assert VocabConfig(tokens="words").token_rule(chinese) == "words"
+    assert VocabConfig(tokens="scripts").token_rule(english) == "scripts"

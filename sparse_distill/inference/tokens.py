@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 TOKEN_RULES = ("words", "scripts")
 # scikit-learn's default; `(?u)` is the default for str patterns, so both spellings are it.
@@ -94,6 +94,21 @@ def scripts_pattern() -> str:
     marks = _char_class(_runs([c for lo, hi in UNSPACED_BLOCKS
                                for c in range(lo, min(hi, 0xFFFF) + 1) if is_unspaced_mark(c)]))
     return rf"(?u)(?=\w)[{unspaced}][{marks}]*|(?:(?![{unspaced}])\w){{2,}}"
+
+
+@functools.cache
+def _unspaced_char() -> re.Pattern[str]:
+    return re.compile(rf"(?=\w)[{_char_class(list(UNSPACED_BLOCKS))}]")
+
+
+def unspaced_share(texts: Iterable[str]) -> float:
+    """The share of `texts` that hold a word character of an unspaced script (0 for none)."""
+    search = _unspaced_char().search
+    n = hits = 0
+    for text in texts:
+        n += 1
+        hits += search(text) is not None
+    return hits / n if n else 0.0
 
 
 def pattern(rule: str, token_pattern: str) -> str:

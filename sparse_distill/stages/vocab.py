@@ -3,6 +3,7 @@ RUN/vocab/ with its manifest."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Callable
@@ -32,11 +33,13 @@ def build_vocab(cfg: Config | str | Path, *, force: bool = False,
     labeled = load_labeled(cfg)
     pool = PoolStats()
     texts = itertools.chain(labeled.train.texts, iter_pool(cfg, labeled, pool))
+    # `auto` decided once, by the training texts; the vocabulary records the rule it took.
+    vocab_cfg = dataclasses.replace(cfg.vocab, tokens=cfg.vocab.token_rule(labeled.train.texts))
     labeled_s = time.perf_counter() - start
     # The pool is read while it is counted: count_s includes reading it.
-    counts = count_ngrams(texts, cfg.vocab, on_chunk=progress)
+    counts = count_ngrams(texts, vocab_cfg, on_chunk=progress)
     count_s = time.perf_counter() - start - labeled_s
-    vocab = select_vocabulary(counts, cfg.vocab)
+    vocab = select_vocabulary(counts, vocab_cfg)
     select_s = time.perf_counter() - start - labeled_s - count_s
     manifest = make_manifest(
         cfg, "vocab", fp, inputs,

@@ -14,12 +14,18 @@ import json
 import re
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ..files import expand_path
-from ..inference.tokens import COMPILED_PATTERNS, DEFAULT_TOKEN_PATTERN
+from ..inference.tokens import COMPILED_PATTERNS, DEFAULT_TOKEN_PATTERN, unspaced_share
+
+# vocab.tokens: auto splits unspaced scripts when at least this share of the training texts hold
+# one of their characters: a task in such a language (nearly every text), not an English one
+# with a stray name in Chinese.
+AUTO_SCRIPTS_SHARE = 0.01
 
 
 def _range(**bounds: float) -> dict[str, float]:
@@ -119,10 +125,12 @@ class VocabConfig:
     max_df: float = field(default=1.0, metadata=_range(gt=0.0, le=1.0))
     lowercase: bool = True
     token_pattern: str = DEFAULT_TOKEN_PATTERN
-    # The token rule (inference.tokens). auto: `scripts` with the default token_pattern (every
-    # character of a script written without spaces is a token, which changes nothing for text
-    # in spaced scripts, so no one need set it), the given token_pattern otherwise. words:
-    # token_pattern alone (a Chinese clause is one token).
+    # The token rule (inference.tokens). words: token_pattern alone (a Chinese clause is one
+    # token). scripts: every character of a script written without spaces is a token. auto:
+    # scripts where at least AUTO_SCRIPTS_SHARE of the training texts hold such a character,
+    # words otherwise (or with a token_pattern of one's own). The two differ only on those
+    # characters; a few of them in an English pool (WikiText's Japanese titles) would change a
+    # few hundred of 1M n-grams, so an English task keeps the vocabulary it had.
     tokens: Literal["auto", "words", "scripts"] = "auto"
     # Bounded memory: when more distinct n-grams than this are held while counting, the rarest are
     # pruned (recorded in the manifest; the vocabulary is exact when no pruning happened).
@@ -150,11 +158,13 @@ class VocabConfig:
                                        "vocab.tokens: words"))
         return problems
 
-    def token_rule(self) -> str:
-        """The rule `tokens` resolves to: "words" or "scripts" (inference.tokens)."""
-        if self.tokens == "auto":
-            return "scripts" if self.token_pattern in COMPILED_PATTERNS else "words"
-        return self.tokens
+    def token_rule(self, train: Iterable[str] = ()) -> str:
+        """The rule `tokens` resolves to for these training texts: "words" or "scripts"."""
+        if self.tokens != "auto":
+            return self.tokens
+        if self.token_pattern in COMPILED_PATTERNS and unspaced_share(train) >= AUTO_SCRIPTS_SHARE:
+            return "scripts"
+        return "words"
 
 
 @dataclass
@@ -278,7 +288,7 @@ HASHED_ONLY_WHEN_SET = [("student", "init", "random"), ("teacher", "max_windows"
                ("student", "subwords", [3, 5]), ("data", "max_bad_fraction", 0.01),
                ("student", "seed", None), ("student", "distill.loss", "kl"),
                ("student", "wide", False), ("data", "pool_budget", None),
-               ("data", "pool_select", "cross-entropy")]
+               ("data", "pool_select", "cross-entropy"), ("vocab", "tokens", "auto")]
 
 
 @dataclass

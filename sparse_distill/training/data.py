@@ -427,7 +427,9 @@ def iter_pool(cfg: Config, labeled: LabeledData, stats: PoolStats) -> Iterator[s
             return unlabeled(passes[-1])
 
         chosen = select(one_pass, labeled.train.texts, d.pool_budget, d.pool_select,
-                        cfg.run.seed, pattern(cfg.vocab.token_rule(), cfg.vocab.token_pattern),
+                        cfg.run.seed,
+                        pattern(cfg.vocab.token_rule(labeled.train.texts),
+                                cfg.vocab.token_pattern),
                         cfg.vocab.lowercase)
         last = passes[-1]  # every pass reads the same texts: the last one's counts stand
         stats.sources, stats.duplicates, stats.leaked = last.sources, last.duplicates, last.leaked
