@@ -149,3 +149,21 @@ def test_augment_settings_count_in_the_data_hash_only_with_copies(config_dict):
     assert data_hash({"copies": 0, "drop_prob": 0.5}) == without
     assert data_hash({"copies": 2}) != without
     assert data_hash({"copies": 2, "drop_prob": 0.5}) != data_hash({"copies": 2})
+
+
+def test_a_script_without_spaces_is_perturbed_a_character_at_a_time():
+    chinese = ["这部电影很好看，演员表演也很出色", "剧情太无聊了，浪费时间"]
+    # Nothing perturbed: the texts come back as they were, not with spaces between characters.
+    cfg = AugmentConfig(copies=1, drop_prob=0.0, replace_prob=0.0, window_prob=0.0)
+    assert list(augment_texts(chinese, cfg, seed=0)) == chinese
+    # Dropping a third of the units keeps about two thirds of each text's characters (a text is
+    # one whitespace word: dropped whole, it would keep none or all of them).
+    dropped = list(augment_texts(chinese, AugmentConfig(copies=100, drop_prob=0.3,
+                                                        replace_prob=0.0, window_prob=0.0), 0))
+    lengths = [len(t) / len(chinese[i % 2]) for i, t in enumerate(dropped)]
+    assert 0.6 < sum(lengths) / len(lengths) < 0.8
+    assert all(" " not in t for t in dropped)
+    windows = list(augment_texts(chinese[:1], AugmentConfig(
+        copies=50, drop_prob=0.0, replace_prob=0.0, window_prob=1.0, window_min=3,
+        window_max=5), 0))
+    assert {len(t) for t in windows} == {3, 4, 5} and all(t in chinese[0] for t in windows)

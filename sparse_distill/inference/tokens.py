@@ -19,6 +19,7 @@ words' vectors, augmentation) use them.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -86,14 +87,19 @@ def _runs(code_points: list[int]) -> list[tuple[int, int]]:
 
 
 @functools.cache
+def _marks() -> str:
+    """The unspaced scripts' combining marks as the inside of a character class."""
+    return _char_class(_runs([c for lo, hi in UNSPACED_BLOCKS
+                              for c in range(lo, min(hi, 0xFFFF) + 1) if is_unspaced_mark(c)]))
+
+
+@functools.cache
 def scripts_pattern() -> str:
     """The `scripts` rule as a pattern for `re.findall`: an unspaced word character and the marks
     after it, or a run of two or more other word characters (maximal: the greedy match stops
     only at a non-word or an unspaced character)."""
     unspaced = _char_class(list(UNSPACED_BLOCKS))
-    marks = _char_class(_runs([c for lo, hi in UNSPACED_BLOCKS
-                               for c in range(lo, min(hi, 0xFFFF) + 1) if is_unspaced_mark(c)]))
-    return rf"(?u)(?=\w)[{unspaced}][{marks}]*|(?:(?![{unspaced}])\w){{2,}}"
+    return rf"(?u)(?=\w)[{unspaced}][{_marks()}]*|(?:(?![{unspaced}])\w){{2,}}"
 
 
 @functools.cache
@@ -109,6 +115,40 @@ def unspaced_share(texts: Iterable[str]) -> float:
         n += 1
         hits += search(text) is not None
     return hits / n if n else 0.0
+
+
+@functools.cache
+def _unit() -> re.Pattern[str]:
+    unspaced = _char_class(list(UNSPACED_BLOCKS))
+    return re.compile(rf"(?=\w)[{unspaced}][{_marks()}]*|(?:(?!(?=\w)[{unspaced}])\S)+")
+
+
+@functools.cache
+def _block_char() -> re.Pattern[str]:
+    return re.compile(f"[{_char_class(list(UNSPACED_BLOCKS))}]")
+
+
+def split_units(text: str) -> list[str]:
+    """The units a perturbation drops, replaces or cuts at (training.augment): the text's
+    whitespace-separated words, except that each word character of an unspaced script (with
+    its marks) is a unit of its own. `text.split()` for a text without one."""
+    if not _unspaced_char().search(text):
+        return text.split()
+    return _unit().findall(text)
+
+
+def join_units(units: list[str]) -> str:
+    """Units back to a text: a space between two, except where either side is a character of
+    an unspaced script (Chinese gets no spaces; `" ".join` for text without one)."""
+    if not units:
+        return ""
+    block = _block_char().match
+    out = [units[0]]
+    for left, right in itertools.pairwise(units):
+        if not (block(left[-1]) or block(right[0])):
+            out.append(" ")
+        out.append(right)
+    return "".join(out)
 
 
 def pattern(rule: str, token_pattern: str) -> str:

@@ -11,7 +11,8 @@ input-embedding space (their word-vector replacement, the teacher's own embeddin
 source: neighbours there are often antonyms, "good" / "bad", so the copy's meaning changes and
 the teacher says how); with some probability the copy continues with the end of another
 training text (two texts of the domain spliced), and it is cut down to a window of consecutive
-words (their n-gram sampling).
+words (their n-gram sampling). In a script written without spaces (Chinese, Japanese, Thai) a
+character is a word here, as it is a token (inference.tokens).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..inference.tokens import join_units, split_units
 from .config import AugmentConfig
 from .hf import load_error, load_tokenizer, model_source
 
@@ -78,7 +80,9 @@ def augment_texts(texts: Sequence[str], cfg: AugmentConfig, seed: int) -> Iterat
     if cfg.copies <= 0 or not texts:
         return
     rng = np.random.default_rng(seed)
-    docs = [t.split() for t in texts]
+    # Words, or in a script written without spaces its characters (a Chinese text is one
+    # whitespace "word": dropping it would drop the text).
+    docs = [split_units(t) for t in texts]
     counts = Counter(w for d in docs for w in d)
     words = list(counts)
     cdf = np.cumsum(np.fromiter(counts.values(), dtype=np.float64, count=len(words)))  # (W,)
@@ -117,7 +121,7 @@ def augment_texts(texts: Sequence[str], cfg: AugmentConfig, seed: int) -> Iterat
                     start = int(rng.integers(0, len(out) - size + 1))
                     out = out[start:start + size]
             if out:
-                yield " ".join(out)
+                yield join_units(out)
 
 
 def _neighbour(token: str, neighbours: dict[str, list[str]], rng: np.random.Generator) -> str:
