@@ -207,3 +207,39 @@ def test_downstream_stage_refuses_a_stale_vocab(config_dict, monkeypatch):
             "is out of date (config section 'vocab' changed); run `sdistill vocab my.yaml "
             "--force` first")):
         check_upstream(changed, "student")
+
+
+def chinese_config(tmp_path, **vocab) -> dict:
+    zh = DATA / "zh"
+    return {"run": {"dir": str(tmp_path / "run"), "seed": 13},
+            "data": {"train": {"path": str(zh / "train.jsonl")},
+                     "dev": {"path": str(zh / "dev.jsonl")},
+                     "test": {"path": str(zh / "test.jsonl")},
+                     "unlabeled": [{"path": str(zh / "pool.txt")}]},
+            "vocab": {"ngram_range": [1, 2], "max_features": 2000, **vocab}}
+
+
+def test_chinese_text_gets_character_tokens_by_default(tmp_path):
+    result = build_vocab(config_from_dict(chinese_config(tmp_path)))
+    tokens = result.manifest["counts"]["tokens"]
+    assert tokens["rule"] == "scripts" and tokens["warning"] is None
+    assert tokens["mean_token_chars"] < 1.2 and tokens["single_text_share"] < 0.5
+    vocab = Vocabulary.load(result.output)
+    assert vocab.tokens == "scripts" and "酒 店" in vocab.ngrams
+    assert json.loads((result.output / "vocab.json").read_text())["tokens"] == "scripts"
+
+
+def test_a_degenerate_vocabulary_is_a_warning_that_names_the_fix(tmp_path):
+    result = build_vocab(config_from_dict(chinese_config(tmp_path, tokens="words")))
+    tokens = result.manifest["counts"]["tokens"]
+    assert tokens["rule"] == "words" and tokens["single_text_share"] > 0.9
+    assert tokens["warning"].startswith("the vocabulary looks degenerate: ")
+    assert tokens["warning"].endswith("set vocab.tokens: scripts, so that each character of a "
+                                      "script written without spaces (Chinese, Japanese, Thai, "
+                                      "...) is a token")
+
+
+def test_english_text_keeps_the_words_rule_and_no_warning(config_dict):
+    tokens = build_vocab(config_from_dict(config_dict)).manifest["counts"]["tokens"]
+    assert tokens["rule"] == "words" and tokens["warning"] is None
+    assert 3 < tokens["mean_token_chars"] < 7

@@ -54,6 +54,10 @@ def vocab(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
                                                f"up to {c['max_undercount']} too low; raise "
                                                "vocab.max_candidates for exact counts)"))
         table.add_row("vocabulary size", f"{c['vocab_size']:,}")
+        tokens = c["tokens"]
+        table.add_row("tokens", f"{tokens['rule']} rule: {tokens['mean_token_chars']:.1f} "
+                                f"characters a token, {tokens['single_text_share']:.0%} of them "
+                                "in one training text only")
         labels = m["labels"]
         table.add_row("labels", f"{len(labels)}: " + ", ".join(labels[:6])
                       + (", ..." if len(labels) > 6 else ""))
@@ -62,6 +66,8 @@ def vocab(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
         for source in [*c["splits"].values(), *c["pool"]["sources"]]:
             for example in source["bad_examples"][:3]:
                 err.print(f"[yellow]skipped[/] {example}")
+        if c["tokens"]["warning"]:
+            err.print(f"[yellow]warning:[/] {c['tokens']['warning']}")
     out.print(f"output: {result.output}")
     out.print(f"next:   sdistill teach {config}")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..files import atomic_write_json, staged_dir
 from ..training.config import Config
 from ..training.data import PoolStats, iter_pool, load_labeled
-from ..training.vocab import count_ngrams, select_vocabulary
+from ..training.vocab import count_ngrams, select_vocabulary, token_health
 from .config import as_config
 from .rundir import StageResult, begin_stage, locked, make_manifest, write_resolved_config
 
@@ -40,6 +40,7 @@ def build_vocab(cfg: Config | str | Path, *, force: bool = False,
     counts = count_ngrams(texts, vocab_cfg, on_chunk=progress)
     count_s = time.perf_counter() - start - labeled_s
     vocab = select_vocabulary(counts, vocab_cfg)
+    health = token_health(labeled.train.texts, vocab_cfg)
     select_s = time.perf_counter() - start - labeled_s - count_s
     manifest = make_manifest(
         cfg, "vocab", fp, inputs,
@@ -53,6 +54,7 @@ def build_vocab(cfg: Config | str | Path, *, force: bool = False,
             "exact": counts.prunings == 0,
             "prunings": counts.prunings,
             "max_undercount": counts.max_undercount,
+            "tokens": health,
         },
         labels=labeled.labels,
         timings={"read_labeled_s": labeled_s, "count_s": count_s, "select_s": select_s,
