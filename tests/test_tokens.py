@@ -173,3 +173,18 @@ def test_auto_splits_unspaced_scripts_where_the_training_texts_are_written_in_th
     assert VocabConfig(token_pattern=r"\w+").token_rule(chinese) == "words"
     assert VocabConfig(tokens="words").token_rule(chinese) == "words"
     assert VocabConfig(tokens="scripts").token_rule(english) == "scripts"
+
+
+def test_nfkc_makes_full_width_and_half_width_forms_one():
+    texts = ["ＡＢＣ ｶﾀｶﾅ ﬁlm", "abc カタカナ film", "ＡＢＣ"]
+    cfg = VocabConfig(ngram_range=[1, 2], max_features=None, tokens="scripts", normalize="nfkc")
+    vocab = select_vocabulary(count_ngrams(texts, cfg), cfg)
+    assert vocab.normalize == "nfkc" and "ａｂｃ" not in vocab.ngrams and "abc" in vocab.ngrams
+    bag = Featurizer(vocab, threads=1)(texts)
+    expected = vocab.vectorizer().transform(texts)  # the reference: CountVectorizer
+    assert np.array_equal(bag.ids, expected.indices)
+    assert np.array_equal(bag.offsets, expected.indptr)
+    first, second = (set(bag.ids[bag.offsets[i]:bag.offsets[i + 1]].tolist()) for i in (0, 1))
+    assert first == second  # the same text in full-width and in plain forms
+    plain = VocabConfig(ngram_range=[1, 2], max_features=None, tokens="scripts")
+    assert "ａｂｃ" in select_vocabulary(count_ngrams(texts, plain), plain).ngrams

@@ -13,7 +13,6 @@ have not: whether they still help is what the benchmark's row measures.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from ..errors import DataError
 from ..inference.artifact import PROJECTION_FILE, read_student
 from ..inference.featurize import Vocabulary
 from ..inference.student import Student
+from ..inference.tokens import tokenizer
 from ..training.embed_init import (
     Projection,
     encode_words,
@@ -67,15 +67,15 @@ class UnseenWordVectors:
         self.encoder = load_classifier(teacher, None, trust_remote_code).base_model
         vocab = student.featurizer.vocab
         self.known = {g for g in vocab.ngrams if " " not in g}  # the vocabulary's words
-        self.words = re.compile(vocab.pattern).findall
-        self.lowercase = vocab.lowercase
+        self.words = tokenizer(vocab.tokens, vocab.token_pattern, vocab.lowercase,
+                               vocab.normalize)
         # The vectors made so far: word -> its row of `table`, (n_words, d) float32.
         self.index: dict[str, int] = {}
         self.table = torch.zeros((0, student.model.dim))
 
     def unseen(self, text: str) -> list[str]:
         """The text's word occurrences that the vocabulary lacks, in order."""
-        words = self.words(text.lower() if self.lowercase else text)
+        words = self.words(text)
         return [w for w in words if w not in self.known]
 
     def _vectors(self, words: list[str]) -> None:

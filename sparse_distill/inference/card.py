@@ -48,6 +48,10 @@ def render_card(directory: Path, eval_metrics: dict[str, Any] | None = None) -> 
          f"soft-labelled {counts.get('targets', 0):,} texts in all"),
         ("vocabulary", f"{vocab['size']:,} word n-grams of orders {lo}-{hi}"
          + (", lower-cased" if vocab["lowercase"] else "")
+         + ("; tokens: words, and each character of a script written without spaces "
+            "(Chinese, Japanese, Thai, ...)" if vocab.get("tokens") == "scripts"
+            else f"; tokens: `{vocab['token_pattern']}`")
+         + ("; NFKC-normalised text" if vocab.get("normalize") == "nfkc" else "")
          + (f"; {unseen['buckets']:,} hashed buckets for what it lacks" if unseen else "")),
         ("model", f"EmbeddingBag {arch['vocab_size']:,} x {arch['embedding_dim']} "
          f"({arch.get('table_dtype', 'float32')}, {arch['pooling']} pooling), MLP "

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from .tokens import COMPILED_PATTERNS, pattern
+from .tokens import COMPILED_PATTERNS, normalizer, pattern
 
 VOCAB_FILE = "vocab.json"
 # Texts a thread takes at a time: below this, handing work to a thread costs more than it saves.
@@ -133,6 +133,8 @@ class Vocabulary:
     # The token rule (inference.tokens): "words" (token_pattern; every vocabulary made before
     # the rule existed) or "scripts" (unspaced scripts' characters are tokens of their own).
     tokens: str = "words"
+    # Unicode normalisation before anything else ("none" for every vocabulary made before it).
+    normalize: str = "none"
 
     def __len__(self) -> int:
         return len(self.ngrams)
@@ -151,8 +153,11 @@ class Vocabulary:
         """scikit-learn's `CountVectorizer` with this vocabulary: the reference semantics."""
         from sklearn.feature_extraction.text import CountVectorizer
 
+        norm = normalizer(self.normalize)
         return CountVectorizer(vocabulary=self.ngrams, ngram_range=self.ngram_range,
                                lowercase=self.lowercase, token_pattern=self.pattern,
+                               preprocessor=None if norm is None else
+                               (lambda t: norm(t).lower()) if self.lowercase else norm,
                                dtype=np.float32)
 
     def featurizer(self, threads: int | None = None, unseen: Unseen = NO_BUCKETS) -> Featurizer:
@@ -166,7 +171,7 @@ class Vocabulary:
         atomic_write_json(directory / VOCAB_FILE, {
             "format": 1, "size": len(self), "ngram_range": list(self.ngram_range),
             "lowercase": self.lowercase, "token_pattern": self.token_pattern,
-            "tokens": self.tokens, "ngrams": self.ngrams})
+            "tokens": self.tokens, "normalize": self.normalize, "ngrams": self.ngrams})
         np.save(directory / "df.npy", self.df.astype(np.int64), allow_pickle=False)
         np.save(directory / "tf.npy", self.tf.astype(np.int64), allow_pickle=False)
 
@@ -184,7 +189,7 @@ class Vocabulary:
                    tf=np.load(directory / "tf.npy", allow_pickle=False),
                    ngram_range=tuple(meta["ngram_range"]),  # type: ignore[arg-type]
                    lowercase=meta["lowercase"], token_pattern=meta["token_pattern"],
-                   tokens=meta.get("tokens", "words"))
+                   tokens=meta.get("tokens", "words"), normalize=meta.get("normalize", "none"))
 
 
 def usable_cpus() -> int:
@@ -237,6 +242,7 @@ class Featurizer:
         self.vocab = vocab
         self.unseen = unseen
         self.threads = max(1, threads or usable_cpus())
+        self._normalize = normalizer(vocab.normalize)
         if unseen.buckets and not vocab.compiled:
             raise DataError(f"hashed buckets for unseen n-grams need the default token pattern "
                             f"(vocab.token_pattern is {vocab.token_pattern!r}); set "
@@ -263,6 +269,8 @@ class Featurizer:
     def bag(self, texts: Sequence[str], mean: bool = False) -> Bag:
         """The texts' n-grams. mean=True: weights are count / the text's total (the weights of a
         count-weighted mean, `Bag.mean_weights()`) instead of counts."""
+        if self._normalize is not None:
+            texts = list(map(self._normalize, texts))
         if self._index is None:
             matrix = self._vectorizer.transform(texts)  # (n_texts, |V|) CSR, sorted per row
             bag = Bag(ids=matrix.indices.astype(np.int32, copy=False),

@@ -164,9 +164,25 @@ def pattern(rule: str, token_pattern: str) -> str:
     return token_pattern
 
 
-def tokenizer(rule: str, token_pattern: str, lowercase: bool) -> Callable[[str], list[str]]:
+NORMALIZATIONS = ("none", "nfkc")
+
+
+def normalizer(normalize: str) -> Callable[[str], str] | None:
+    """The Unicode normalisation `vocab.normalize` names, or None: NFKC makes full-width and
+    half-width forms one (ＡＢＣ and ABC, ｶ and カ) and compatibility characters their plain
+    ones (ﬁ and fi, ² and 2)."""
+    if normalize == "nfkc":
+        return functools.partial(unicodedata.normalize, "NFKC")
+    return None
+
+
+def tokenizer(rule: str, token_pattern: str, lowercase: bool, normalize: str = "none"
+              ) -> Callable[[str], list[str]]:
     """text -> its tokens, as the vocabulary and the featuriser see them."""
     find = re.compile(pattern(rule, token_pattern)).findall
+    norm = normalizer(normalize)
+    if norm is not None:
+        return lambda text: find(norm(text).lower() if lowercase else norm(text))
     if lowercase:
         return lambda text: find(text.lower())
     return find

@@ -132,6 +132,9 @@ class VocabConfig:
     # characters; a few of them in an English pool (WikiText's Japanese titles) would change a
     # few hundred of 1M n-grams, so an English task keeps the vocabulary it had.
     tokens: Literal["auto", "words", "scripts"] = "auto"
+    # Unicode normalisation of every text before it is tokenised (vocabulary, featuriser):
+    # nfkc makes full-width and half-width forms one (ＡＢＣ / ABC, ｶ / カ).
+    normalize: Literal["none", "nfkc"] = "none"
     # Bounded memory: when more distinct n-grams than this are held while counting, the rarest are
     # pruned (recorded in the manifest; the vocabulary is exact when no pruning happened).
     max_candidates: int = field(default=20_000_000, metadata=_range(ge=1000))
@@ -288,7 +291,8 @@ HASHED_ONLY_WHEN_SET = [("student", "init", "random"), ("teacher", "max_windows"
                ("student", "subwords", [3, 5]), ("data", "max_bad_fraction", 0.01),
                ("student", "seed", None), ("student", "distill.loss", "kl"),
                ("student", "wide", False), ("data", "pool_budget", None),
-               ("data", "pool_select", "cross-entropy"), ("vocab", "tokens", "auto")]
+               ("data", "pool_select", "cross-entropy"), ("vocab", "tokens", "auto"),
+               ("vocab", "normalize", "none")]
 
 
 @dataclass

@@ -13,6 +13,7 @@ be exact when nothing was pruned).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -23,7 +24,13 @@ import numpy as np
 
 from ..errors import DataError
 from ..inference.featurize import Vocabulary, compiled_module
-from ..inference.tokens import COMPILED_PATTERNS, pattern, tokenizer, unspaced_share
+from ..inference.tokens import (
+    COMPILED_PATTERNS,
+    normalizer,
+    pattern,
+    tokenizer,
+    unspaced_share,
+)
 from .config import VocabConfig
 
 
@@ -59,9 +66,11 @@ def analyzer(cfg: VocabConfig) -> Callable[[str], list[str]]:
     """scikit-learn's own analyzer: text -> the list of its n-grams, repeats included."""
     from sklearn.feature_extraction.text import CountVectorizer
 
-    return CountVectorizer(ngram_range=tuple(cfg.ngram_range), lowercase=cfg.lowercase,
-                           token_pattern=pattern(cfg.token_rule(), cfg.token_pattern)
-                           ).build_analyzer()
+    norm = normalizer(cfg.normalize)
+    analyze = CountVectorizer(ngram_range=tuple(cfg.ngram_range), lowercase=cfg.lowercase,
+                              token_pattern=pattern(cfg.token_rule(), cfg.token_pattern)
+                              ).build_analyzer()
+    return analyze if norm is None else lambda text: analyze(norm(text))
 
 
 def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -78,6 +87,9 @@ def _threshold(tf: np.ndarray, keep: int) -> int:
 def count_ngrams(texts: Iterable[str], cfg: VocabConfig,
                  on_chunk: Callable[[int], None] | None = None) -> NgramCounts:
     """Term and document frequency of every n-gram, streaming over `texts` in chunks."""
+    norm = normalizer(cfg.normalize)
+    if norm is not None:
+        texts = map(norm, texts)
     if cfg.token_pattern in COMPILED_PATTERNS:
         return _count_compiled(texts, cfg, on_chunk)
     return _count_regex(texts, cfg, on_chunk)
@@ -109,7 +121,7 @@ def _count_compiled(texts: Iterable[str], cfg: VocabConfig,
 
 def _count_regex(texts: Iterable[str], cfg: VocabConfig,
                  on_chunk: Callable[[int], None] | None) -> NgramCounts:
-    analyze = analyzer(cfg)
+    analyze = analyzer(dataclasses.replace(cfg, normalize="none"))  # normalised already
     tf: Counter[str] = Counter()
     df: Counter[str] = Counter()
     n_docs = undercount = prunings = 0
@@ -150,7 +162,7 @@ def token_health(train: list[str], cfg: VocabConfig) -> dict[str, Any]:
     a `warning` that names the setting to change when that share says the tokens are clauses."""
     rule = cfg.token_rule()
     texts = train[:HEALTH_TEXTS]
-    docs = list(map(tokenizer(rule, cfg.token_pattern, cfg.lowercase), texts))
+    docs = list(map(tokenizer(rule, cfg.token_pattern, cfg.lowercase, cfg.normalize), texts))
     df = Counter(itertools.chain.from_iterable(map(set, docs)))
     n = sum(map(len, docs))
     once = sum(df[t] == 1 for d in docs for t in d)
@@ -193,4 +205,4 @@ def select_vocabulary(counts: NgramCounts, cfg: VocabConfig) -> Vocabulary:
     return Vocabulary(ngrams=counts.spell(order), df=df[order].copy(), tf=tf[order].copy(),
                       ngram_range=(cfg.ngram_range[0], cfg.ngram_range[1]),
                       lowercase=cfg.lowercase, token_pattern=cfg.token_pattern,
-                      tokens=cfg.token_rule())
+                      tokens=cfg.token_rule(), normalize=cfg.normalize)
