@@ -241,3 +241,15 @@ def test_a_chinese_run_needs_no_tokenisation_setting(tmp_path, tiny_chinese_bert
     assert set(student.predict(["酒店很干净", "服务很差"])) <= {"neg", "pos"}
     card = (student_dir / "README.md").read_text(encoding="utf-8")
     assert "each character of a script written without spaces" in card
+
+
+def test_entries_the_scripts_rule_cannot_produce_never_match():
+    # CJK punctuation, a mark on its own, two characters as one token, a run that goes on into
+    # a CJK character, one Latin letter: the rule makes none of them, so none matches.
+    ngrams = ["。", "\u0e48", "中文", "ab中", "a", "中", "中 文", "ab", "ที่", "ท"]
+    n = len(ngrams)
+    vocab = Vocabulary(ngrams, np.ones(n, np.int64), np.ones(n, np.int64), (1, 2), True,
+                       r"(?u)\b\w\w+\b", "scripts")
+    texts = ["中文。ab中 a ที่"]
+    assert_matches_reference(texts, vocab)
+    assert sorted(Featurizer(vocab)(texts).ids.tolist()) == [5, 6, 7, 8]

@@ -8,6 +8,11 @@
  * Lower-casing is Python's own `str.lower()` (U+0130 becomes two code points, a final sigma depends
  * on its neighbours); an ASCII-only text is lower-cased inline, where the two agree by definition.
  *
+ * With scripts=True (the `scripts` token rule of sparse_distill/inference/tokens.py), each word
+ * character of a script written without spaces between words (CJK, kana, Thai, ...:
+ * is_unspaced) is a token of its own, with the combining marks that follow it, and a run of
+ * other word characters stops at it; the rest is as above.
+ *
  * N-grams. The n-grams are held in a trie whose edges live in one open-addressing hash table: a
  * node is a token (order 1) or (parent node, next token). An edge's key packs the parent's code and
  * the token's index into 64 bits, so a hit is exact: no hash collision can give a wrong id; a
@@ -60,9 +65,9 @@ static inline int is_word(Py_UCS4 c) {
 /* Scripts written without spaces between words (the `scripts` token rule; its reference is
  * sparse_distill/inference/tokens.py, whose UNSPACED_BLOCKS these ranges must equal): Thai, Lao,
  * Myanmar, Khmer, CJK radicals, symbols (of which only the word characters 々 〆 〇 ... count),
- * Hiragana, Katakana, Bopomofo, CJK ideographs and their extensions, Yi; not Hangul (0x3130-
- * 0x318F), whose words are spaced. A word character there is a token of its own, with the combining marks
- * (unspaced_mark) that follow it. */
+ * Hiragana, Katakana, Bopomofo, CJK ideographs and their extensions, Yi; not Hangul
+ * (0x3130-0x318F), whose words are spaced. A word character there is a token of its own, with
+ * the combining marks (unspaced_mark) that follow it. */
 static inline int is_unspaced(Py_UCS4 c) {
     if (c < 0x0E00) return 0;
     if (c < 0x3400)
@@ -587,8 +592,10 @@ static int index_add(Trie *tr, PyObject *ngram, int32_t id, Runs *runs) {
         if (i < n && PyUnicode_READ(kind, data, i) != ' ') continue;
         Py_ssize_t len = i - start;
         if (len == 0) return 0;
-        /* scripts: an unspaced character and its marks, or a run of 2+ other word characters */
-        int single = tr->scripts && is_unspaced(PyUnicode_READ(kind, data, start));
+        /* scripts: an unspaced word character and its marks, or a run of 2+ other word
+         * characters */
+        Py_UCS4 first = PyUnicode_READ(kind, data, start);
+        int single = tr->scripts && is_unspaced(first) && is_word(first);
         if (len < 2 && !single) return 0;
         KeyBuilder k;
         key_start(&k);
@@ -982,8 +989,8 @@ static PyTypeObject IndexType = {
     .tp_as_sequence = &Index_as_sequence,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Index(ngrams, min_n, max_n, lowercase, buckets=0, bucket_ngrams=True, minn=0, "
-              "maxn=0, scripts=False): word n-grams (tokens joined by one space; an n-gram's id is its "
-              "position) to featurize texts with, and `buckets` hashed ids after them for the "
+              "maxn=0, scripts=False): word n-grams (tokens joined by one space; an n-gram's "
+              "id is its position) to featurize texts with, and `buckets` hashed ids after them for the "
               "n-grams it lacks and the character n-grams of the words it lacks.",
     .tp_methods = Index_methods,
     .tp_getset = Index_getset,
@@ -1347,8 +1354,8 @@ static PyTypeObject CounterType = {
     .tp_basicsize = sizeof(CounterObject),
     .tp_dealloc = (destructor)Counter_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Counter(max_n, lowercase, scripts=False): term and document frequencies of word n-grams of "
-              "order 1 .. max_n.",
+    .tp_doc = "Counter(max_n, lowercase, scripts=False): term and document frequencies of "
+              "word n-grams of order 1 .. max_n.",
     .tp_methods = Counter_methods,
     .tp_getset = Counter_getset,
     .tp_init = (initproc)Counter_init,
