@@ -253,3 +253,39 @@ def test_entries_the_scripts_rule_cannot_produce_never_match():
     texts = ["中文。ab中 a ที่"]
     assert_matches_reference(texts, vocab)
     assert sorted(Featurizer(vocab)(texts).ids.tolist()) == [5, 6, 7, 8]
+
+
+def test_the_benchmark_gives_the_peers_the_students_tokens_and_their_own(tmp_path,
+                                                                          tiny_chinese_bert):
+    """On Chinese: TF-IDF + LR and fastText tokenise as the student does (characters), each
+    beside a row with its default tokenisation (whole clauses)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from sparse_distill.cli import app
+
+    zh = DATA / "zh"
+    data = teacher_config({"run": {"dir": str(tmp_path / "run"), "seed": 13},
+                           "data": {"train": {"path": str(zh / "train.jsonl")},
+                                    "dev": {"path": str(zh / "dev.jsonl")},
+                                    "test": {"path": str(zh / "test.jsonl")},
+                                    "unlabeled": [{"path": str(zh / "pool.txt")}]},
+                           "vocab": {"ngram_range": [1, 2], "max_features": 3000}},
+                          tiny_chinese_bert)
+    data["student"] = student_section()
+    data["eval"] = {"speed_texts": 6, "batch_sizes": [2, 4], "repeats": 1}
+    config = tmp_path / "zh.yaml"
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    out = tmp_path / "bench" / "RESULTS.md"
+    result = CliRunner().invoke(app, ["benchmark", str(config), "-o", str(out), "--seeds", "1",
+                                      "--no-ablation", "--no-shrink"])
+    assert result.exit_code == 0, result.output
+    models = {m["name"]: m for m in json.loads(out.with_suffix(".json").read_text())[
+        "datasets"][0]["models"]}
+    for peer in ("TF-IDF + logistic regression", "fastText supervised"):
+        assert peer in models and f"{peer} (default tokens)" in models
+    assert models["TF-IDF + logistic regression"]["settings"].endswith(
+        "; the student's tokens (scripts rule)")
+    assert models["fastText supervised"]["settings"].endswith(
+        "; texts pre-segmented as the student's tokens")
+    assert "(default tokens)" in out.read_text(encoding="utf-8")
