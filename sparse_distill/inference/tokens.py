@@ -87,6 +87,12 @@ def _runs(code_points: list[int]) -> list[tuple[int, int]]:
 
 
 @functools.cache
+def _unspaced() -> str:
+    """`UNSPACED_BLOCKS` as the inside of a character class."""
+    return _char_class(list(UNSPACED_BLOCKS))
+
+
+@functools.cache
 def _marks() -> str:
     """The unspaced scripts' combining marks as the inside of a character class."""
     return _char_class(_runs([c for lo, hi in UNSPACED_BLOCKS
@@ -98,13 +104,13 @@ def scripts_pattern() -> str:
     """The `scripts` rule as a pattern for `re.findall`: an unspaced word character and the marks
     after it, or a run of two or more other word characters (maximal: the greedy match stops
     only at a non-word or an unspaced character)."""
-    unspaced = _char_class(list(UNSPACED_BLOCKS))
+    unspaced = _unspaced()
     return rf"(?u)(?=\w)[{unspaced}][{_marks()}]*|(?:(?![{unspaced}])\w){{2,}}"
 
 
 @functools.cache
 def _unspaced_char() -> re.Pattern[str]:
-    return re.compile(rf"(?=\w)[{_char_class(list(UNSPACED_BLOCKS))}]")
+    return re.compile(rf"(?=\w)[{_unspaced()}]")
 
 
 def unspaced_share(texts: Iterable[str]) -> float:
@@ -119,13 +125,13 @@ def unspaced_share(texts: Iterable[str]) -> float:
 
 @functools.cache
 def _unit() -> re.Pattern[str]:
-    unspaced = _char_class(list(UNSPACED_BLOCKS))
+    unspaced = _unspaced()
     return re.compile(rf"(?=\w)[{unspaced}][{_marks()}]*|(?:(?!(?=\w)[{unspaced}])\S)+")
 
 
 @functools.cache
 def _block_char() -> re.Pattern[str]:
-    return re.compile(f"[{_char_class(list(UNSPACED_BLOCKS))}]")
+    return re.compile(f"[{_unspaced()}]")
 
 
 def split_units(text: str) -> list[str]:
