@@ -103,14 +103,20 @@ def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny randomly initialised BERT with a WordPiece tokenizer trained here: the shape of the
     real MiniLM teacher, for tools that read a BERT vocabulary (model2vec's distillation)."""
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    words = [f"item {i} was excellent overall awful" for i in range(300)]
+    return save_tiny_bert(directory, _fixture_texts() + words, vocab_size=300)
+
+
+def save_tiny_bert(directory: Path, texts: list[str], vocab_size: int) -> Path:
+    """A tiny randomly initialised BERT in `directory`, its WordPiece vocabulary trained on
+    `texts` (BERT's basic tokenizer puts each CJK character apart)."""
     import torch
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    directory = tmp_path_factory.mktemp("tiny-bert")
-    words = [f"item {i} was excellent overall awful" for i in range(300)]
     wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(_fixture_texts() + words, vocab_size=300, min_frequency=1)
+    wordpiece.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1)
     wordpiece.save_model(str(directory))
     tokenizer = BertTokenizerFast(vocab=str(directory / "vocab.txt"))
     assert len(tokenizer) == wordpiece.get_vocab_size()
@@ -121,6 +127,17 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     BertModel(config).save_pretrained(str(directory))
     return directory
+
+
+def chinese_config(run_dir: Path, **vocab: Any) -> dict[str, Any]:
+    """A small valid config over the Chinese fixtures (tests/data/zh), no tokenisation setting."""
+    zh = DATA / "zh"
+    return {"run": {"dir": str(run_dir), "seed": 13},
+            "data": {"train": {"path": str(zh / "train.jsonl")},
+                     "dev": {"path": str(zh / "dev.jsonl")},
+                     "test": {"path": str(zh / "test.jsonl")},
+                     "unlabeled": [{"path": str(zh / "pool.txt")}]},
+            "vocab": {"ngram_range": [1, 2], "max_features": 3000, **vocab}}
 
 
 @pytest.fixture(scope="session")

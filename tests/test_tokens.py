@@ -12,7 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CORPUS, DATA, student_section, teacher_config
+from conftest import (
+    CORPUS,
+    DATA,
+    chinese_config,
+    save_tiny_bert,
+    student_section,
+    teacher_config,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.feature_extraction.text import CountVectorizer
@@ -194,24 +201,10 @@ def test_nfkc_makes_full_width_and_half_width_forms_one():
 @pytest.fixture(scope="module")
 def tiny_chinese_bert(tmp_path_factory) -> Path:
     """A tiny randomly initialised BERT whose WordPiece vocabulary, trained here on the Chinese
-    fixtures, has a piece for each character (BERT's basic tokenizer splits CJK apart)."""
-    import torch
-    from tokenizers import BertWordPieceTokenizer
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    directory = tmp_path_factory.mktemp("tiny-chinese-bert")
+    fixtures, has a piece for each character."""
     texts = [json.loads(line)["text"] for name in ("train", "dev", "test")
              for line in (DATA / "zh" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(texts, vocab_size=2000, min_frequency=1)
-    wordpiece.save_model(str(directory))
-    BertTokenizerFast(vocab=str(directory / "vocab.txt")).save_pretrained(str(directory))
-    config = BertConfig(vocab_size=wordpiece.get_vocab_size(), hidden_size=32,
-                        num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                        max_position_embeddings=64)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(str(directory))
-    return directory
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-chinese-bert"), texts, vocab_size=2000)
 
 
 def test_a_chinese_run_needs_no_tokenisation_setting(tmp_path, tiny_chinese_bert):
@@ -221,14 +214,7 @@ def test_a_chinese_run_needs_no_tokenisation_setting(tmp_path, tiny_chinese_bert
     from sparse_distill.stages.config import config_from_dict
     from sparse_distill.stages.pipeline import run_all
 
-    zh = DATA / "zh"
-    data = teacher_config({"run": {"dir": str(tmp_path / "run"), "seed": 13},
-                           "data": {"train": {"path": str(zh / "train.jsonl")},
-                                    "dev": {"path": str(zh / "dev.jsonl")},
-                                    "test": {"path": str(zh / "test.jsonl")},
-                                    "unlabeled": [{"path": str(zh / "pool.txt")}]},
-                           "vocab": {"ngram_range": [1, 2], "max_features": 3000}},
-                          tiny_chinese_bert)
+    data = teacher_config(chinese_config(tmp_path / "run"), tiny_chinese_bert)
     data["student"] = student_section()
     data["eval"] = {"speed_texts": 6, "batch_sizes": [1, 4], "repeats": 1}
     results = run_all(config_from_dict(data))
@@ -264,14 +250,7 @@ def test_the_benchmark_gives_the_peers_the_students_tokens_and_their_own(tmp_pat
 
     from sparse_distill.cli import app
 
-    zh = DATA / "zh"
-    data = teacher_config({"run": {"dir": str(tmp_path / "run"), "seed": 13},
-                           "data": {"train": {"path": str(zh / "train.jsonl")},
-                                    "dev": {"path": str(zh / "dev.jsonl")},
-                                    "test": {"path": str(zh / "test.jsonl")},
-                                    "unlabeled": [{"path": str(zh / "pool.txt")}]},
-                           "vocab": {"ngram_range": [1, 2], "max_features": 3000}},
-                          tiny_chinese_bert)
+    data = teacher_config(chinese_config(tmp_path / "run"), tiny_chinese_bert)
     data["student"] = student_section()
     data["eval"] = {"speed_texts": 6, "batch_sizes": [2, 4], "repeats": 1}
     config = tmp_path / "zh.yaml"

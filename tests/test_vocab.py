@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import CORPUS, DATA
+from conftest import CORPUS, DATA, chinese_config
 from sklearn.feature_extraction.text import CountVectorizer
 
 from sparse_distill.errors import DataError, StageError
@@ -209,18 +209,8 @@ def test_downstream_stage_refuses_a_stale_vocab(config_dict, monkeypatch):
         check_upstream(changed, "student")
 
 
-def chinese_config(tmp_path, **vocab) -> dict:
-    zh = DATA / "zh"
-    return {"run": {"dir": str(tmp_path / "run"), "seed": 13},
-            "data": {"train": {"path": str(zh / "train.jsonl")},
-                     "dev": {"path": str(zh / "dev.jsonl")},
-                     "test": {"path": str(zh / "test.jsonl")},
-                     "unlabeled": [{"path": str(zh / "pool.txt")}]},
-            "vocab": {"ngram_range": [1, 2], "max_features": 2000, **vocab}}
-
-
 def test_chinese_text_gets_character_tokens_by_default(tmp_path):
-    result = build_vocab(config_from_dict(chinese_config(tmp_path)))
+    result = build_vocab(config_from_dict(chinese_config(tmp_path / "run", max_features=2000)))
     tokens = result.manifest["counts"]["tokens"]
     assert tokens["rule"] == "scripts" and tokens["warning"] is None
     assert tokens["mean_token_chars"] < 1.2 and tokens["single_text_share"] < 0.5
@@ -230,7 +220,8 @@ def test_chinese_text_gets_character_tokens_by_default(tmp_path):
 
 
 def test_a_degenerate_vocabulary_is_a_warning_that_names_the_fix(tmp_path):
-    result = build_vocab(config_from_dict(chinese_config(tmp_path, tokens="words")))
+    result = build_vocab(config_from_dict(chinese_config(tmp_path / "run", max_features=2000,
+                                                                tokens="words")))
     tokens = result.manifest["counts"]["tokens"]
     assert tokens["rule"] == "words" and tokens["single_text_share"] > 0.9
     assert tokens["warning"].startswith("the vocabulary looks degenerate: ")
