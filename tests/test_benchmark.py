@@ -300,6 +300,8 @@ def test_update_without_configs_renders_again_with_the_pool_curve_of_the_sweeps(
     assert "| toy | the whole pool (1,000) | 0.7600 (0.950) | 0.7800 |" in text
     assert "| toy | 10 |" not in text  # the older sweep's row: another sitting
     assert text.count("### Sweep of `configs/toy.yaml`") == 2
+    assert "### Sweep of `configs/toy.yaml`: pool 10\n" in text  # its rows name each sweep
+    assert "### Sweep of `configs/toy.yaml`: pool 100; pool 100 at random; d 64\n" in text
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["datasets"][0]["commit"] == "aaaaaaa" and len(saved["sweeps"]) == 2
 
