@@ -619,8 +619,9 @@ def render_sweep(result: SweepResult, command: str, when: str, host: str, commit
     """The rows as a Markdown table, with how they were made; `level`: its heading's."""
     ref = result.rows[0]
     # The rows' names in the heading: RESULTS.md holds several sweeps of one config.
-    lines = [f"{level} Sweep of `{result.config or 'a config'}`: "
-             + "; ".join(r.name for r in result.rows[1:]), "",
+    names = "; ".join(r.name for r in result.rows[1:])
+    lines = [f"{level} Sweep of `{result.config or 'a config'}`" + (f": {names}" if names else ""),
+             "",
              f"- Date: {when}; machine: {host}",
              f"- Command: `{command}`" + (f" at commit `{commit}`" if commit else ""),
              f"- Config hash {result.config_hash}. Each row is the config with its overrides, "
