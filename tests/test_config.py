@@ -216,9 +216,10 @@ def test_settings_added_later_leave_earlier_runs_up_to_date(config_dict):
     config_dict["student"] = {"init": "random"}
     cfg = config_from_dict(config_dict)
     # The hash as it was computed before student.init, its bucket settings, student.seed,
-    # student.wide, distill.loss, teacher.max_windows and the pool budget existed.
+    # student.wide, distill.loss, student.calibrate, teacher.max_windows and the pool budget
+    # existed.
     for section, keys in (("student", ["init", "buckets", "bucket_ngrams", "subwords", "seed",
-                                       "wide", "distill.loss"]),
+                                       "wide", "distill.loss", "calibrate"]),
                           ("teacher", ["max_windows"]),
                           ("data", ["augment", "max_bad_fraction", "pool_budget",
                                     "pool_select"])):
@@ -236,6 +237,8 @@ def test_settings_added_later_leave_earlier_runs_up_to_date(config_dict):
     config_dict["student"] = {"init": "random", "seed": 14}
     assert config_from_dict(config_dict).section_hash("student") != cfg.section_hash("student")
     config_dict["student"] = {"init": "random", "wide": True}
+    assert config_from_dict(config_dict).section_hash("student") != cfg.section_hash("student")
+    config_dict["student"] = {"init": "random", "calibrate": False}
     assert config_from_dict(config_dict).section_hash("student") != cfg.section_hash("student")
     budget = config_from_dict({**config_dict, "data": {**config_dict["data"], "pool_budget": 9}})
     assert budget.section_hash("data") != cfg.section_hash("data")

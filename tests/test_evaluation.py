@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 from conftest import student_section, teacher_config
@@ -117,6 +118,19 @@ def test_eval_stage_end_to_end(config_dict, tiny_classifier, write_config, tmp_p
     assert test["student"]["accuracy"] == pytest.approx(student_acc)
     assert test["retention"] == pytest.approx(student_acc / teacher_acc)
     assert test["oov_quartile"]["n"] == 1
+    # Calibration: the teacher's and the student's probabilities against the gold labels.
+    from sparse_distill.evaluation.metrics import calibration_metrics
+    from sparse_distill.inference.portable import softmax
+
+    student_model = Student.load(tmp_path / "run" / "student")
+    gold_ids = np.array([["neg", "pos"].index(g) for g in gold])
+    c = test["calibration"]
+    assert c["temperature"] == student_model.temperature != 1.0
+    assert c["student"] == calibration_metrics(student_model.predict_proba(texts), gold_ids)
+    assert c["student_uncalibrated"] == calibration_metrics(
+        softmax(student_model.logits(texts)), gold_ids)
+    assert c["teacher"]["ece"] == pytest.approx(
+        calibration_metrics(softmax(teacher.logits(texts)), gold_ids)["ece"])
     assert {"teacher", "student_kd", "student"} <= set(test["oov_quartile"])
     speed = metrics["speed"]
     # The speedup sets each model at its fastest batch size, end to end.
@@ -125,6 +139,8 @@ def test_eval_stage_end_to_end(config_dict, tiny_classifier, write_config, tmp_p
     assert speed["speedup"] == pytest.approx(fastest["student"] / fastest["teacher"])
     report = (tmp_path / "run" / "eval" / "report.md").read_text()
     assert "## Quality" in report and "## Speed on cpu" in report and "| test | 1 |" in report
+    assert "## Calibration" in report and \
+        f"| test | teacher | {c['teacher']['ece']:.4f} |" in report
     assert "speed_cpu" not in metrics  # run.device cpu: one device, one table
     # The student's model card now carries the test figures.
     card = (tmp_path / "run" / "student" / "README.md").read_text()
@@ -148,7 +164,8 @@ def test_eval_stage_end_to_end(config_dict, tiny_classifier, write_config, tmp_p
                                        str(tmp_path)])
     assert missing.exit_code == 1 and "not a student directory" in missing.output
     pngs = sorted(p.name for p in (tmp_path / "run" / "eval").glob("*.png"))
-    assert pngs == ["accuracy-vs-speed.png", "confusion-dev.png", "confusion-test.png"]
+    assert pngs == ["accuracy-vs-speed.png", "confusion-dev.png", "confusion-test.png",
+                    "reliability.png"]
     assert all(f"![{name}]({name})" in report for name in pngs)
     assert all((tmp_path / "run" / "eval" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
 

@@ -103,7 +103,10 @@ def test_stage_writes_a_self_contained_student(config_dict, tiny_classifier, tmp
     assert teacher == {"source": str(tiny_classifier), "finetuned": False}
     assert f"`{tiny_classifier}`" in card and "Test figures: run `sdistill eval" in card
     m = result.manifest
-    assert set(m["results"]) == {"kd", "kd_ft"} and m["results"]["kd"]["steps"] == 24
+    assert set(m["results"]) == {"kd", "kd_ft", "calibration"}
+    assert m["results"]["kd"]["steps"] == 24
+    meta = json.loads((out / "student.json").read_text())
+    assert meta["calibration"] == m["results"]["calibration"]
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if r["phase"] == "distill"] == [8, 16, 24]
     assert all({"loss", "dev_accuracy", "samples_per_s"} <= set(r) for r in log)

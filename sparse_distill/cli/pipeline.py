@@ -131,6 +131,10 @@ def train_student(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = Fals
         table = Table(title="student", show_header=False, title_justify="left")
         table.add_row("parameters", f"{m['counts']['parameters']:,}")
         for name, res in m["results"].items():
+            if name == "calibration":
+                table.add_row("probabilities", f"calibrated on dev: T = {res['temperature']:.3g}"
+                              f" (NLL {res['dev_nll_before']:.4f} -> {res['dev_nll_after']:.4f})")
+                continue
             planned = res.get("planned_steps")
             stopped = (f", stopped early: {planned:,} planned"
                        if planned is not None and res["steps"] < planned else "")
@@ -172,6 +176,13 @@ def eval_(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False,
                                   f"{m['agreement']:.4f}" if "agreement" in m else "",
                                   f"{m['retention']:.3f}" if "retention" in m else "")
         out.print(table)
+        for split, entry in metrics["splits"].items():
+            if "calibration" in entry:
+                c = entry["calibration"]
+                out.print(f"calibration on {split}: expected calibration error "
+                          f"{c['student']['ece']:.4f} for the student (T = "
+                          f"{c['temperature']:.3g}; {c['student_uncalibrated']['ece']:.4f} at "
+                          f"T = 1), {c['teacher']['ece']:.4f} for the teacher")
         for s in (metrics[k] for k in ("speed", "speed_cpu") if k in metrics):
             out.print(f"speed, end to end, both on {s['device']} ({s['threads']} threads): "
                       f"teacher {s['teacher']['samples_per_s']:,.0f} texts/s (batch "

@@ -25,6 +25,11 @@ def predict(
     batch_size: Annotated[int, typer.Option(min=1)] = 1024,
     device: Annotated[str, typer.Option(help="Where the model runs: cpu, cuda, cuda:N or auto "
                                         "(the featuriser always runs on the CPU).")] = "cpu",
+    min_confidence: Annotated[float | None, typer.Option(
+        "--min-confidence", min=0.0, max=1.0,
+        help="Mark rows whose top probability is below P \"abstained\": true (the student's "
+             "probabilities are calibrated on dev; eval's report shows coverage and accuracy "
+             "at several P).")] = None,
     force: ForceOpt = False,
 ) -> None:
     """Raw text (file or stdin) -> label + probabilities, as jsonl, streamed in batches."""
@@ -36,9 +41,12 @@ def predict(
         read_student(model_dir, "give RUN/student after `sdistill train-student CONFIG`")
         stats = predict_file(Student.load(model_dir, device=device), input_, output, fmt=fmt,
                              text_column=text_column, top_k=top_k, batch_size=batch_size,
-                             force=force, on_skip=lambda m: err.print(f"[yellow]{m}[/]"))
-    err.print(f"predicted {stats.predicted:,} texts; skipped {stats.skipped:,} bad lines"
-              + (f" -> {output}" if output else ""))
+                             force=force, on_skip=lambda m: err.print(f"[yellow]{m}[/]"),
+                             min_confidence=min_confidence)
+    abstained = "" if min_confidence is None else \
+        f"; abstained on {stats.abstained:,} (top probability < {min_confidence:g})"
+    err.print(f"predicted {stats.predicted:,} texts{abstained}; skipped {stats.skipped:,} bad "
+              "lines" + (f" -> {output}" if output else ""))
 
 
 @app.command()

@@ -64,3 +64,41 @@ def oov_quartile(rates: np.ndarray, gold: list[str], preds: dict[str, list[str]]
     return {"n": int(n), "min_oov_rate": float(rates[worst].min()),
             "mean_oov_rate": float(rates[worst].mean()),
             **{key: float(np.mean(np.asarray(p)[worst] == gold_q)) for key, p in preds.items()}}
+
+
+# Equal-width bins of the top probability for the expected calibration error (Guo et al. 2017).
+ECE_BINS = 15
+# `predict --min-confidence` thresholds the report shows coverage and accuracy at.
+COVERAGE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def calibration_metrics(probs: np.ndarray, gold: np.ndarray, bins: int = ECE_BINS
+                        ) -> dict[str, Any]:
+    """How far a model's probabilities are from how often it is right.
+
+    probs: (n, n_classes); gold: (n,) class indices. ece: the mean over texts of |accuracy -
+    confidence| of the text's bin (the top probability in `bins` equal-width bins (lo, hi]);
+    nll: mean negative log-probability of the gold class; reliability: each non-empty bin's
+    mean confidence, accuracy and size (the reliability figure); risk_coverage: at each of
+    COVERAGE_THRESHOLDS, the share of texts whose top probability reaches it and the accuracy
+    on those (what `predict --min-confidence` keeps)."""
+    n = len(gold)
+    confidence = probs.max(axis=1)  # (n,)
+    correct = (probs.argmax(axis=1) == gold).astype(np.float64)  # (n,)
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)  # (n,)
+    size = np.bincount(which, minlength=bins)  # (bins,)
+    conf_sum = np.bincount(which, confidence, minlength=bins)
+    right_sum = np.bincount(which, correct, minlength=bins)
+    filled = size > 0
+    ece = float(np.abs(right_sum - conf_sum)[filled].sum() / max(1, n))
+    gold_p = probs[np.arange(n), gold]  # (n,)
+    reliability = [{"confidence": float(conf_sum[b] / size[b]),
+                    "accuracy": float(right_sum[b] / size[b]), "n": int(size[b])}
+                   for b in np.flatnonzero(filled)]
+    risk_coverage = []
+    for threshold in COVERAGE_THRESHOLDS:
+        kept = confidence >= threshold
+        risk_coverage.append({"threshold": threshold, "coverage": float(kept.mean()) if n else 0.0,
+                              "accuracy": float(correct[kept].mean()) if kept.any() else None})
+    return {"ece": ece, "nll": float(-np.mean(np.log(np.maximum(gold_p, 1e-12)))) if n else 0.0,
+            "bins": bins, "reliability": reliability, "risk_coverage": risk_coverage}

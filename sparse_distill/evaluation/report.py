@@ -12,7 +12,8 @@ MODEL_NAMES = {"teacher": "teacher", "student_kd": "student (KD)", "student": "s
 
 def write_figures(metrics: dict[str, Any], directory: Path) -> list[str]:
     """PNG figures, if matplotlib is installed (`pip install sparse-distill[plots]`): the
-    confusion matrix of each model on each split, and accuracy against end-to-end throughput."""
+    confusion matrix of each model on each split, accuracy against end-to-end throughput, and
+    the reliability of the teacher's and the student's probabilities."""
     try:
         import matplotlib
 
@@ -59,11 +60,64 @@ def write_figures(metrics: dict[str, Any], directory: Path) -> list[str]:
     names.append("accuracy-vs-speed.png")
     fig.savefig(directory / names[-1], dpi=110)
     plt.close(fig)
+    if "calibration" in metrics["splits"][split]:
+        c = metrics["splits"][split]["calibration"]
+        fig, ax = plt.subplots(figsize=(5, 4.2))
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+        for key, name in _calibration_names(c["temperature"]).items():
+            bins = c[key]["reliability"]
+            ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
+                    label=f"{name}: ECE {c[key]['ece']:.3f}")
+        ax.set_xlabel("confidence (top probability, bin mean)")
+        ax.set_ylabel("accuracy in the bin")
+        ax.set_title(f"reliability on {split}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        names.append("reliability.png")
+        fig.savefig(directory / names[-1], dpi=110)
+        plt.close(fig)
     return names
 
 
+def _calibration_names(t: float) -> dict[str, str]:
+    return {"teacher": "teacher", "student_uncalibrated": "student, T = 1",
+            "student": f"student, T = {t:.3g} (fitted on dev)"}
+
+
+def _calibration(metrics: dict[str, Any]) -> list[str]:
+    """The calibration tables: ECE and NLL per split and model; coverage and accuracy at each
+    confidence threshold on the last split (test where there is one)."""
+    entries = {split: e["calibration"] for split, e in metrics["splits"].items()
+               if "calibration" in e}
+    if not entries:
+        return []
+    lines = ["", "## Calibration", "",
+             "Expected calibration error (15 bins of the top probability; 0 is perfect) and "
+             "negative log-likelihood; the student's temperature T divides its logits, fitted on "
+             "dev after training (labels are unchanged by it).", "",
+             "| split | model | ECE | NLL |", "|---|---|---:|---:|"]
+    for split, c in entries.items():
+        for key, name in _calibration_names(c["temperature"]).items():
+            lines.append(f"| {split} | {name} | {c[key]['ece']:.4f} | {c[key]['nll']:.4f} |")
+    split, c = list(entries.items())[-1]
+    names = _calibration_names(c["temperature"])
+    keys = ("teacher", "student")
+    lines += ["", f"Coverage and accuracy on {split} when the texts whose top probability is "
+              "below a threshold are set aside (`sdistill predict --min-confidence P`):", "",
+              "| threshold | " + " | ".join(f"{names[k]}: coverage | accuracy" for k in keys)
+              + " |", "|---:|" + "---:|---:|" * len(keys)]
+    for i, row in enumerate(c["teacher"]["risk_coverage"]):
+        cells = []
+        for k in keys:
+            r = c[k]["risk_coverage"][i]
+            acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}"
+            cells.append(f"{r['coverage']:.1%} | {acc}")
+        lines.append(f"| {row['threshold']:g} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render_report(metrics: dict[str, Any], figures: list[str] | None = None) -> str:
-    """report.md: quality per split, speed per batch size, and the figures."""
+    """report.md: quality per split, calibration, speed per batch size, and the figures."""
     lines = ["# sparse-distill evaluation", "", "## Quality", "",
              "| split | model | accuracy | macro-F1 | agreement with teacher | retention |",
              "|---|---|---:|---:|---:|---:|"]
@@ -85,6 +139,7 @@ def render_report(metrics: dict[str, Any], figures: list[str] | None = None) -> 
             q = entry["oov_quartile"]
             lines.append(f"| {split} | {q['n']:,} | {q['mean_oov_rate']:.1%} | " + " | ".join(
                 f"{q[k]:.4f}" if k in q else "" for k in MODEL_NAMES) + " |")
+    lines += _calibration(metrics)
     for key in ("speed", "speed_cpu"):
         if key not in metrics:
             continue

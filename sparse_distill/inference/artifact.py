@@ -21,13 +21,22 @@ PROJECTION_FILE = "projection.safetensors"
 FORMAT = 1
 
 
-def student_meta(labels: list[str], architecture: dict[str, Any], teacher: dict[str, Any]
-                 ) -> dict[str, Any]:
+def student_meta(labels: list[str], architecture: dict[str, Any], teacher: dict[str, Any],
+                 calibration: dict[str, Any] | None = None) -> dict[str, Any]:
     """What `train-student` records: labels in the model's output order, the network's shape
     (`network.SparseDAN`'s arguments, plus `unseen` when the table has hashed buckets), where the
-    vocabulary is, and the teacher's source."""
+    vocabulary is, the teacher's source and, when one was fitted, the calibration
+    (`{"temperature": T, ...}`, `training.calibration`)."""
     return {"format": FORMAT, "labels": labels, "architecture": architecture,
-            "vocab": "vocab/vocab.json", "teacher": teacher}
+            "vocab": "vocab/vocab.json", "teacher": teacher,
+            **({"calibration": calibration} if calibration else {})}
+
+
+def fitted_temperature(meta: dict[str, Any]) -> float:
+    """The T that divides the student's logits before softmax: the fitted one, or 1 for a
+    student without calibration (trained with `student.calibrate: false`, without dev, or
+    before calibration existed)."""
+    return float(meta.get("calibration", {}).get("temperature", 1.0))
 
 
 def table_width(embedding_dim: int, n_labels: int, wide: bool) -> int:

@@ -65,6 +65,12 @@ def render_card(directory: Path, eval_metrics: dict[str, Any] | None = None) -> 
                      + (f", {results['kd_ft']['dev_accuracy']:.4f} after fine-tuning on the "
                         "labels" if "kd_ft" in results else "")
                      + (" (before shrinking)" if meta.get("shrunk") else "")))
+    if "calibration" in meta:
+        c = meta["calibration"]
+        made.append(("probabilities", f"calibrated: logits / T = {c['temperature']:.3g}, fitted "
+                     f"on {c.get('n', 0):,} dev texts (NLL {c['dev_nll_before']:.4f} -> "
+                     f"{c['dev_nll_after']:.4f}); `predict --min-confidence P` marks the texts "
+                     "below P"))
     made.append(("made", f"sparse-distill {manifest.get('package_version', '?')}, "
                  f"{manifest.get('created', '?')}, on {manifest.get('device', '?')}"))
     if meta.get("shrunk"):
@@ -88,6 +94,12 @@ def render_card(directory: Path, eval_metrics: dict[str, Any] | None = None) -> 
             lines.append(f"| {split} | {entry['n']:,} | {s['accuracy']:.4f} | "
                          f"{s['macro_f1']:.4f} | {entry['teacher']['accuracy']:.4f} | "
                          f"{s['retention']:.3f} |")
+        last = list(eval_metrics["splits"].values())[-1]
+        if "calibration" in last:
+            c = last["calibration"]
+            lines += ["", f"Expected calibration error on the last split: "
+                      f"{c['student']['ece']:.4f} (the teacher's {c['teacher']['ece']:.4f}; "
+                      f"{c['student_uncalibrated']['ece']:.4f} before the temperature)."]
         lines += ["", "## Speed (`sdistill eval`, end to end, each at its fastest batch size)",
                   ""]
         for key in ("speed", "speed_cpu"):

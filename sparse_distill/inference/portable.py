@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from .artifact import arch_table_width, read_student
+from .artifact import arch_table_width, fitted_temperature, read_student
 from .featurize import (
     MIN_TEXTS_PER_THREAD,
     Bag,
@@ -42,21 +42,29 @@ def read_export(directory: Path, fmt: str) -> dict[str, Any]:
     return meta
 
 
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """(n, n_classes) probabilities of (n, n_classes) logits divided by `temperature`.
+
+    In numpy: a torch op here, between two calls that set torch to one thread, would wake
+    torch's full OpenMP team every batch (it halved predict's throughput)."""
+    z = logits / temperature if temperature != 1.0 else logits
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 class Predictions:
-    """`predict_proba` and `predict` from a class's `logits(texts)` and `labels`: shared by the
-    torch student (`student.Student`) and the ones here."""
+    """`predict_proba` and `predict` from a class's `logits(texts)`, `labels` and calibration
+    `temperature`: shared by the torch student (`student.Student`) and the ones here."""
 
     labels: list[str]
+    temperature: float = 1.0
 
     def logits(self, texts: list[str], batch_size: int = 1024) -> np.ndarray:
         raise NotImplementedError
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        logits = self.logits(texts)  # (n, n_classes)
-        # In numpy: a torch op here, between two calls that set torch to one thread, would
-        # wake torch's full OpenMP team every batch (it halved predict's throughput).
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+        """(n, n_classes) calibrated probabilities (softmax of the logits / temperature)."""
+        return softmax(self.logits(texts), self.temperature)
 
     def predict(self, texts: list[str]) -> list[str]:
         return [self.labels[i] for i in self.logits(texts).argmax(axis=1)]
@@ -68,6 +76,7 @@ class _Portable(Predictions):
     def __init__(self, directory: Path, meta: dict[str, Any], threads: int | None) -> None:
         arch = meta["architecture"]
         self.labels: list[str] = meta["labels"]
+        self.temperature = fitted_temperature(meta)
         self.pooling: str = arch["pooling"]
         self.threads = max(1, threads or usable_cpus())
         # threads=1: the chunks are the parallel work

@@ -30,6 +30,7 @@ from .student import Student
 class PredictStats:
     read: int = 0
     predicted: int = 0
+    abstained: int = 0
     skipped: int = 0
     skipped_examples: list[str] = field(default_factory=list)
 
@@ -56,14 +57,25 @@ def _output(path: str | None) -> Iterator[IO[str]]:
         yield f
 
 
-def format_rows(lines: list[int], probs: np.ndarray, labels: list[str], top_k: int | None
-                ) -> str:
+def format_rows(lines: list[int], probs: np.ndarray, labels: list[str], top_k: int | None,
+                min_confidence: float | None = None) -> str:
     """jsonl rows for a batch: {"line", "label", "probabilities": {label: p}}, or with top_k
-    {"line", "label", "top_k": [[label, p], ...]} in decreasing order.
+    {"line", "label", "top_k": [[label, p], ...]} in decreasing order; a row whose top
+    probability is below `min_confidence` ends with "abstained": true (its label is still the
+    most probable one).
 
     One %-format a row, so that writing costs less than predicting. Probabilities have 6
     decimals: %.6f rounds the exact value, as round(p, 6) would.
     """
+    rows = _rows(lines, probs, labels, top_k)
+    if min_confidence is not None:
+        for i in np.flatnonzero(probs.max(axis=1) < min_confidence):
+            rows[i] = rows[i][:-2] + ', "abstained": true}\n'  # each row ends with "}\n"
+    return "".join(rows)
+
+
+def _rows(lines: list[int], probs: np.ndarray, labels: list[str], top_k: int | None
+          ) -> list[str]:
     quoted = [json.dumps(label, ensure_ascii=False) for label in labels]
     if top_k:
         k = min(top_k, len(labels))
@@ -76,19 +88,23 @@ def format_rows(lines: list[int], probs: np.ndarray, labels: list[str], top_k: i
             for i, x in zip(ranked, p, strict=True):
                 args += (quoted[i], x)
             rows.append(template % tuple(args))
-        return "".join(rows)
+        return rows
     template = ('{"line": %d, "label": %s, "probabilities": {'
                 + ", ".join(q.replace("%", "%%") + ": %.6f" for q in quoted) + "}}\n")
     best = probs.argmax(axis=1).tolist()  # (batch,): the first of equal maxima, as argsort's
-    return "".join([template % (line, quoted[b], *p)
-                    for line, b, p in zip(lines, best, probs.tolist(), strict=True)])
+    return [template % (line, quoted[b], *p)
+            for line, b, p in zip(lines, best, probs.tolist(), strict=True)]
 
 
 def predict_file(student: Student, input_path: str, output_path: str | None = None, *,
                  fmt: str | None = None, text_column: str = "text", top_k: int | None = None,
                  batch_size: int = 1024, force: bool = False,
-                 on_skip: Callable[[str], None] | None = None) -> PredictStats:
-    """Classify every text of a file (or stdin, "-") into jsonl rows (stdout when no output)."""
+                 on_skip: Callable[[str], None] | None = None,
+                 min_confidence: float | None = None) -> PredictStats:
+    """Classify every text of a file (or stdin, "-") into jsonl rows (stdout when no output);
+    rows below `min_confidence` are marked abstained (`format_rows`)."""
+    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+        raise DataError(f"--min-confidence {min_confidence}: a probability, from 0 to 1")
     if output_path not in (None, "-"):
         refuse_overwrite(output_path, force)
     fmt = input_format(input_path, fmt)
@@ -101,8 +117,11 @@ def predict_file(student: Student, input_path: str, output_path: str | None = No
     pending: tuple[list[int], Future[np.ndarray]] | None = None
 
     def write(numbers: list[int], probs: Future[np.ndarray]) -> None:
-        out.write(format_rows(numbers, probs.result(), student.labels, top_k))
+        p = probs.result()  # (batch, n_classes)
+        out.write(format_rows(numbers, p, student.labels, top_k, min_confidence))
         stats.predicted += len(numbers)
+        if min_confidence is not None:
+            stats.abstained += int((p.max(axis=1) < min_confidence).sum())
 
     with _output(output_path) as out:
         for numbers, texts, bad in _batches(input_path, fmt, text_column, batch_size):

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..errors import DataError
-from .artifact import read_student
+from .artifact import fitted_temperature, read_student
 from .featurize import (
     MIN_TEXTS_PER_THREAD,
     NO_BUCKETS,
@@ -86,10 +86,12 @@ class Student(Predictions):
     """
 
     def __init__(self, model: SparseDAN, vocab: Vocabulary, labels: list[str], pooling: str,
-                 threads: int | None = None, unseen: Unseen = NO_BUCKETS):
+                 threads: int | None = None, unseen: Unseen = NO_BUCKETS,
+                 temperature: float = 1.0):
         self.model = model.eval()
         self.device = model.mlp[-1].weight.device
         self.labels = labels
+        self.temperature = temperature
         self.pooling = pooling
         self.threads = max(1, threads or usable_cpus())
         # On the CPU the chunks are the parallel work (threads=1 here). On a GPU the featuriser's
@@ -119,7 +121,7 @@ class Student(Predictions):
         model.load_state_dict(load_file(str(directory / weights), device=str(device)),
                               assign=True)
         return cls(model, Vocabulary.load(directory / "vocab"), meta["labels"], arch["pooling"],
-                   threads, Unseen.from_json(arch.get("unseen")))
+                   threads, Unseen.from_json(arch.get("unseen")), fitted_temperature(meta))
 
     def tensors(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The model's inputs for `texts`: ids (nnz,) int32, offsets (n + 1,) int64 and weights

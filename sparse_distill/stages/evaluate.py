@@ -3,7 +3,9 @@
 Quality, per configured split: accuracy, macro-F1, per-class precision/recall/F1 and the
 confusion matrix of the teacher and of the student after distillation (KD) and after
 fine-tuning (KD+FT); the student's agreement with the teacher; retention (student / teacher
-accuracy); each model on the quarter of texts the vocabulary sees least.
+accuracy); each model on the quarter of texts the vocabulary sees least; calibration (expected
+calibration error, NLL, reliability bins, coverage and accuracy at confidence thresholds) of
+the teacher and of the final student with and without its fitted temperature.
 
 Speed, in this one process on the same texts: end to end (raw strings in, labels out,
 tokenisation or n-gram extraction included) and model only (inputs prepared beforehand), at each
@@ -20,12 +22,18 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..evaluation.metrics import classification_metrics, oov_quartile, oov_rates
+from ..evaluation.metrics import (
+    calibration_metrics,
+    classification_metrics,
+    oov_quartile,
+    oov_rates,
+)
 from ..evaluation.report import render_report, write_figures
 from ..evaluation.timing import measure_speed
 from ..files import atomic_write_json, atomic_write_text, staged_dir
 from ..inference.artifact import read_student
 from ..inference.card import write_card
+from ..inference.portable import softmax
 from ..inference.student import Student
 from ..progress import Reporter
 from ..training.config import Config
@@ -118,14 +126,26 @@ def _quality(splits: dict[str, Split], teacher: Teacher, students: dict[str, Stu
     and every model on the texts the vocabulary sees least."""
     quality: dict[str, Any] = {}
     report.start("evaluate", len(splits), unit="splits")
+    index = {label: i for i, label in enumerate(teacher.labels)}
     for name, split in splits.items():
-        teacher_pred = teacher.predict(split.texts)
+        teacher_logits = teacher.logits(split.texts)  # (n, n_classes)
+        teacher_pred = [teacher.labels[i] for i in teacher_logits.argmax(axis=1)]
         entry: dict[str, Any] = {"n": len(split.texts),
                                  "teacher": classification_metrics(split.labels, teacher_pred,
                                                                    teacher.labels)}
         preds = {"teacher": teacher_pred}
+        gold = np.fromiter((index[label] for label in split.labels), np.int64,
+                           len(split.labels))  # (n,)
+        final_logits = students["student"].logits(split.texts)  # (n, n_classes)
+        t = students["student"].temperature
+        entry["calibration"] = {
+            "temperature": t,
+            "teacher": calibration_metrics(softmax(teacher_logits), gold),
+            "student_uncalibrated": calibration_metrics(softmax(final_logits), gold),
+            "student": calibration_metrics(softmax(final_logits, t), gold)}
         for key, model in students.items():
-            pred = preds[key] = model.predict(split.texts)
+            logits = final_logits if key == "student" else model.logits(split.texts)
+            pred = preds[key] = [model.labels[i] for i in logits.argmax(axis=1)]
             metrics = classification_metrics(split.labels, pred, teacher.labels)
             metrics["agreement"] = float(np.mean(np.asarray(pred) == np.asarray(teacher_pred)))
             metrics["retention"] = metrics["accuracy"] / max(entry["teacher"]["accuracy"], 1e-12)

@@ -36,6 +36,7 @@ from ..inference.card import write_card
 from ..inference.featurize import Bag, Featurizer, Unseen, Vocabulary
 from ..inference.network import SparseDAN, load_weights_into, save_weights
 from ..progress import Reporter
+from ..training.calibration import fit_temperature, nll
 from ..training.config import Config
 from ..training.corpus import featurize_corpus
 from ..training.data import load_labeled
@@ -52,6 +53,7 @@ from ..training.teacher import read_targets
 from ..training.trainer import (
     PhaseTrainer,
     accuracy,
+    bag_logits,
     best_path,
     checkpoint_seconds,
     distill_schedule,
@@ -283,10 +285,7 @@ def _train(cfg: Config, model: SparseDAN, data: StudentData, rt: Runtime, work: 
                          d.alpha, cfg.student_seed(), log, report, d.loss)
     timings["distill_s"] = time.perf_counter() - start
     kd.release()
-    if rt.device.type == "cpu":
-        load_weights_into(model, kd.best_path)  # no second table beside the model's
-    else:
-        model.load_state_dict(load_file(str(kd.best_path)))
+    _load_best(model, kd.best_path, rt)
     results: dict[str, Any] = {"kd": {"dev_accuracy": kd_state["best"],
                                       "best_step": kd_state["best_step"],
                                       "steps": kd_state["step"], "planned_steps": steps,
@@ -309,7 +308,28 @@ def _train(cfg: Config, model: SparseDAN, data: StudentData, rt: Runtime, work: 
         timings["finetune_s"] = time.perf_counter() - start
         results["kd_ft"] = {"dev_accuracy": ft_state["best"], "best_step": ft_state["best_step"],
                             "steps": ft_state["step"], "resumed": ft_state["resumed"]}
+    if s.calibrate and len(data.dev[1]):
+        _load_best(model, best_path(work, "finetune" if ft_cfg.epochs > 0 else "distill"), rt)
+        results["calibration"] = calibrate(model, data, s.pooling, rt.device)
     return results
+
+
+def _load_best(model: SparseDAN, path: Path, rt: Runtime) -> None:
+    if rt.device.type == "cpu":
+        load_weights_into(model, path)  # no second table beside the model's
+    else:
+        model.load_state_dict(load_file(str(path)))
+
+
+def calibrate(model: SparseDAN, data: StudentData, pooling: str, device: torch.device
+              ) -> dict[str, Any]:
+    """The final model's temperature, fitted on dev (`training.calibration`), with dev's NLL
+    before and after."""
+    logits = bag_logits(model, data.dev[0], pooling, device)  # (n_dev, n_classes)
+    gold = data.dev[1]
+    t = fit_temperature(logits, gold)
+    return {"temperature": t, "fitted_on": "dev", "n": len(gold),
+            "dev_nll_before": nll(logits, gold), "dev_nll_after": nll(logits, gold, t)}
 
 
 def _finish(cfg: Config, work: Path, data: StudentData, manifest: dict[str, Any]) -> StageResult:
@@ -324,7 +344,8 @@ def _finish(cfg: Config, work: Path, data: StudentData, manifest: dict[str, Any]
     teacher = {"source": teacher_info.get("source", cfg.teacher.model),
                "finetuned": bool(teacher_info.get("finetuned"))}
     with staged_dir(work / "final", force=True) as tmp:
-        write_student(tmp, student_meta(data.labels, arch, teacher))
+        write_student(tmp, student_meta(data.labels, arch, teacher,
+                                        manifest["results"].get("calibration")))
         shutil.copytree(run_dir / "vocab", tmp / "vocab")
         shutil.copy(best_path(work, "distill"), tmp / "model-kd.safetensors")
         final = "finetune" if s.finetune.epochs > 0 else "distill"

@@ -257,6 +257,10 @@ class StudentConfig:
     wide: bool = False
     bucket_ngrams: bool = True
     subwords: list[int] = field(default_factory=lambda: [3, 5])
+    # Fit a temperature on dev after training (training.calibration), kept in student.json and
+    # used by predict_proba / `sdistill predict`: probabilities that say how often the student
+    # is right. Labels are unchanged by it. Without dev there is nothing to fit: T stays 1.
+    calibrate: bool = True
     # The student stage's own seed (None: run.seed). Students of several seeds can then share
     # one teacher, whose labels depend on run.seed: the benchmark's seed rows are made so.
     seed: int | None = field(default=None, metadata=_range(ge=0))
@@ -296,7 +300,7 @@ HASHED_ONLY_WHEN_SET = [("student", "init", "random"), ("teacher", "max_windows"
                ("student", "seed", None), ("student", "distill.loss", "kl"),
                ("student", "wide", False), ("data", "pool_budget", None),
                ("data", "pool_select", "cross-entropy"), ("vocab", "tokens", "auto"),
-               ("vocab", "normalize", "none")]
+               ("vocab", "normalize", "none"), ("student", "calibrate", True)]
 
 
 @dataclass

@@ -41,16 +41,22 @@ def _schedule(kind: str, warmup: int, total: int) -> Any:
 
 
 @torch.no_grad()
+def bag_logits(model: SparseDAN, bag: Bag, pooling: str, device: torch.device,
+               batch_size: int = 4096) -> np.ndarray:
+    """(len(bag), n_classes) float32 logits of the model in eval mode (train mode after)."""
+    model.eval()
+    parts = [model(*bag_tensors(bag.rows(np.arange(start, min(start + batch_size, len(bag)))),
+                                pooling, device)).float().cpu().numpy()
+             for start in range(0, len(bag), batch_size)]
+    model.train()
+    return np.concatenate(parts) if parts else np.zeros((0, model.mlp[-1].out_features),
+                                                        np.float32)
+
+
 def accuracy(model: SparseDAN, bag: Bag, gold: np.ndarray, pooling: str, device: torch.device,
              batch_size: int = 4096) -> float:
-    model.eval()
-    correct = 0
-    for start in range(0, len(bag), batch_size):
-        idx = np.arange(start, min(start + batch_size, len(bag)))
-        pred = model(*bag_tensors(bag.rows(idx), pooling, device)).argmax(dim=1).cpu().numpy()
-        correct += int((pred == gold[idx]).sum())
-    model.train()
-    return correct / max(1, len(gold))
+    pred = bag_logits(model, bag, pooling, device, batch_size).argmax(axis=1)  # (n,)
+    return float((pred == gold).sum()) / max(1, len(gold))
 
 
 def best_path(work: Path, phase: str) -> Path:
