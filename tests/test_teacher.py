@@ -31,6 +31,7 @@ def test_finetune_evaluate_label_and_skip_rerun(config_dict, tiny_roberta):
     out = cfg.run_dir() / "teacher"
     assert result.output == out and not (cfg.run_dir() / "teacher.partial").exists()
     assert m["teacher"]["finetuned"] and m["finetune"]["epochs"] == 2
+    assert m["finetune"]["lr"] == 1.0e-3  # the config's (conftest.teacher_config)
     assert [e["epoch"] for e in m["finetune"]["dev_by_epoch"]] == [1.0, 2.0]
     assert set(m["eval"]) == {"dev", "test"}
     assert 0.0 <= m["eval"]["test"]["accuracy"] <= 1.0 and m["eval"]["test"]["n"] == 6
@@ -50,6 +51,22 @@ def test_finetune_evaluate_label_and_skip_rerun(config_dict, tiny_roberta):
     assert m["counts"]["targets"] == 45 and m["labelling"]["resumed_shards"] == 0
     again = teach(cfg)
     assert again.skipped and again.manifest["created"] == m["created"]
+
+
+def test_auto_lr_scales_with_the_encoders_width():
+    from types import SimpleNamespace
+
+    from sparse_distill.training.config import TeacherConfig
+    from sparse_distill.training.teacher import teacher_lr
+
+    auto = TeacherConfig()
+    assert auto.lr == "auto"
+    # RoBERTa-large's width gets the paper's rate; MiniLM's (384) 2.67x it
+    assert teacher_lr(auto, SimpleNamespace(hidden_size=1024)) == pytest.approx(2.0e-5)
+    assert teacher_lr(auto, SimpleNamespace(hidden_size=384)) == pytest.approx(2.0e-5 * 1024 / 384)
+    assert teacher_lr(auto, SimpleNamespace(d_model=512)) == pytest.approx(4.0e-5)
+    assert teacher_lr(auto, SimpleNamespace()) == pytest.approx(2.0e-5)
+    assert teacher_lr(TeacherConfig(lr=3.0e-5), SimpleNamespace(hidden_size=384)) == 3.0e-5
 
 
 def test_loaded_classifier_labels_match_or_map(config_dict, tiny_classifier, tmp_path):

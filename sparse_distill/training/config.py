@@ -176,7 +176,9 @@ class TeacherConfig:
     model: str = "roberta-large"
     finetune: bool = True
     epochs: int = field(default=3, metadata=_range(ge=1))
-    lr: float = field(default=2.0e-5, metadata=_range(gt=0.0))
+    # auto: 2e-5 x 1024 / the encoder's hidden width (training.teacher.teacher_lr): the
+    # paper's 2e-5 for RoBERTa-large, more for narrower encoders.
+    lr: float | Literal["auto"] = field(default="auto", metadata=_range(gt=0.0))
     batch_size: int = field(default=32, metadata=_range(ge=1))
     grad_accum: int = field(default=1, metadata=_range(ge=1))
     warmup_ratio: float = field(default=0.06, metadata=_range(ge=0.0, lt=1.0))
