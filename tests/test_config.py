@@ -216,11 +216,12 @@ def test_settings_added_later_leave_earlier_runs_up_to_date(config_dict):
     config_dict["student"] = {"init": "random"}
     cfg = config_from_dict(config_dict)
     # The hash as it was computed before student.init, its bucket settings, student.seed,
-    # student.wide, distill.loss, student.calibrate, teacher.max_windows and the pool budget
-    # existed.
+    # student.wide, distill.loss, student.calibrate, the class weights, teacher.max_windows and
+    # the pool budget existed.
     for section, keys in (("student", ["init", "buckets", "bucket_ngrams", "subwords", "seed",
-                                       "wide", "distill.loss", "calibrate"]),
-                          ("teacher", ["max_windows"]),
+                                       "wide", "distill.loss", "calibrate",
+                                       "finetune.class_weight"]),
+                          ("teacher", ["max_windows", "class_weight"]),
                           ("data", ["augment", "max_bad_fraction", "pool_budget",
                                     "pool_select"])):
         payload = {section: dataclasses.asdict(getattr(cfg, section))}

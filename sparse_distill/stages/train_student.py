@@ -41,6 +41,7 @@ from ..training.config import Config
 from ..training.corpus import featurize_corpus
 from ..training.data import load_labeled
 from ..training.embed_init import teacher_table
+from ..training.losses import class_weights
 from ..training.memory import (
     DISK_TABLES,
     GIB,
@@ -276,6 +277,10 @@ def _train(cfg: Config, model: SparseDAN, data: StudentData, rt: Runtime, work: 
     model ends with the best weights by dev. Returns each phase's results."""
     s, log = cfg.student, work / "log.jsonl"
     d = s.distill
+    # before distilling: a label the mapping names wrongly stops here, not after minutes of KD
+    weight = class_weights(s.finetune.class_weight, data.labels,
+                           [data.labels[g] for g in data.gold[:data.train_rows]],
+                           "student.finetune.class_weight")
     steps, eval_every = distill_schedule(d, len(data.bag))
     start = time.perf_counter()
     kd = PhaseTrainer(model, s, d.lr, steps, int(d.warmup_ratio * steps), d.schedule,
@@ -304,7 +309,8 @@ def _train(cfg: Config, model: SparseDAN, data: StudentData, rt: Runtime, work: 
             save_weights(model.state_dict(), ft.best_path)
         ft_state = run_phase(ft, data.bag, None, data.gold, data.train_rows, data.dev,
                              ft_cfg.epochs * per_epoch, ft_cfg.batch_size, per_epoch,
-                             ft_cfg.patience, 1.0, 0.0, cfg.student_seed() + 1, log, report)
+                             ft_cfg.patience, 1.0, 0.0, cfg.student_seed() + 1, log, report,
+                             class_weight=weight)
         timings["finetune_s"] = time.perf_counter() - start
         results["kd_ft"] = {"dev_accuracy": ft_state["best"], "best_step": ft_state["best_step"],
                             "steps": ft_state["step"], "resumed": ft_state["resumed"]}

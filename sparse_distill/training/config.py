@@ -198,6 +198,10 @@ class TeacherConfig:
     # For a classifier loaded with finetune: false, its label names -> the data's labels.
     label_map: dict[str, str] = field(default_factory=dict)
     trust_remote_code: bool = False
+    # Weights of the classes in fine-tuning's cross-entropy (training.losses.class_weights):
+    # null (every text alike), balanced (n / (k x the class's count), rare classes count
+    # more), or a mapping label -> weight (labels not named: 1).
+    class_weight: Literal["balanced"] | dict[str, float] | None = None
 
 
 @dataclass
@@ -232,6 +236,8 @@ class FinetuneConfig:
     lr: float = field(default=3.0e-4, metadata=_range(gt=0.0))
     # Epochs without a better dev accuracy before stopping (0: never stop early).
     patience: int = field(default=3, metadata=_range(ge=0))
+    # As teacher.class_weight, for the student's cross-entropy on the gold labels.
+    class_weight: Literal["balanced"] | dict[str, float] | None = None
 
 
 @dataclass
@@ -302,7 +308,8 @@ HASHED_ONLY_WHEN_SET = [("student", "init", "random"), ("teacher", "max_windows"
                ("student", "seed", None), ("student", "distill.loss", "kl"),
                ("student", "wide", False), ("data", "pool_budget", None),
                ("data", "pool_select", "cross-entropy"), ("vocab", "tokens", "auto"),
-               ("vocab", "normalize", "none"), ("student", "calibrate", True)]
+               ("vocab", "normalize", "none"), ("student", "calibrate", True),
+               ("teacher", "class_weight", None), ("student", "finetune.class_weight", None)]
 
 
 @dataclass

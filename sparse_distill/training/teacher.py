@@ -24,6 +24,7 @@ from ..progress import Reporter
 from .config import Config, TeacherConfig
 from .data import LabeledData
 from .hf import label_order, load_classifier, load_tokenizer, model_labels, model_source
+from .losses import class_weights
 from .runtime import Runtime, autocast, resolve_precision
 
 
@@ -240,6 +241,23 @@ def _progress_callback(report: Reporter, samples_per_step: int) -> Any:
     return _Report()
 
 
+def _weighted_loss(weight: np.ndarray) -> Callable[..., torch.Tensor]:
+    """Trainer's `compute_loss_func` for class weights: sum of w[gold] x cross-entropy over the
+    texts, divided by the texts of the whole accumulated batch (`num_items_in_batch`, as
+    Trainer's own loss), so gradient accumulation changes nothing (`losses.gold_loss`)."""
+    w = torch.from_numpy(weight)
+
+    def loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None
+             ) -> torch.Tensor:
+        logits = outputs["logits"]  # (batch, n_labels)
+        total = torch.nn.functional.cross_entropy(logits.float(), labels,
+                                                  weight=w.to(logits.device), reduction="sum")
+        n = num_items_in_batch if num_items_in_batch is not None else len(labels)
+        return total / n
+
+    return loss
+
+
 def finetune(cfg: Config, data: LabeledData, work: Path, rt: Runtime,
              report: Reporter) -> dict[str, Any]:
     """Fine-tune the teacher on train (best epoch by dev accuracy) into `work/model`.
@@ -271,10 +289,12 @@ def finetune(cfg: Config, data: LabeledData, work: Path, rt: Runtime,
     checkpoints = work / "checkpoints"
     lr = teacher_lr(t, model.config)
     args = _train_args(t, cfg, checkpoints, rt, data.dev is not None, lr)
+    weight = class_weights(t.class_weight, labels, data.train.labels, "teacher.class_weight")
     trainer = Trainer(model=model, args=args, train_dataset=encode(data.train),
                       eval_dataset=encode(data.dev) if data.dev is not None else None,
                       data_collator=DataCollatorWithPadding(tokenizer),
-                      compute_metrics=accuracy)
+                      compute_metrics=accuracy,
+                      compute_loss_func=None if weight is None else _weighted_loss(weight))
     for callback in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(callback)
     trainer.add_callback(_progress_callback(report, t.batch_size * t.grad_accum * rt.world))

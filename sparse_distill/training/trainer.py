@@ -269,10 +269,11 @@ def run_phase(trainer: PhaseTrainer, corpus: Bag, targets: np.ndarray | None,
               gold: np.ndarray, labelled_rows: int, dev: tuple[Bag, np.ndarray],
               total_steps: int, batch_size: int, eval_every: int, patience: int,
               temperature: float, alpha: float, seed: int, log: Path, report: Reporter,
-              loss_kind: str = "kl") -> dict[str, Any]:
+              loss_kind: str = "kl", class_weight: np.ndarray | None = None) -> dict[str, Any]:
     """Train until `total_steps` (or early stop), evaluating and checkpointing every
-    `eval_every` steps. `targets` None: cross-entropy on gold labels only (fine-tuning);
-    otherwise `loss_kind` ("kl" or "mse", `losses.distill_loss`) on them."""
+    `eval_every` steps. `targets` None: cross-entropy on gold labels only (fine-tuning), with
+    `class_weight` (n_classes,) if given; otherwise `loss_kind` ("kl" or "mse",
+    `losses.distill_loss`) on them."""
     model, s, device = trainer.model, trainer.s, trainer.device
     resumed = trainer.resume()
     _log_until(log, trainer.phase, trainer.state["step"])
@@ -282,6 +283,7 @@ def run_phase(trainer: PhaseTrainer, corpus: Bag, targets: np.ndarray | None,
     report.start(trainer.phase, total_steps, trainer.state["step"], unit="steps")
     cuda = device.type == "cuda"
     prepare = batch_maker(corpus, targets, gold, labelled_rows, alpha, s.pooling, device)
+    weight = None if class_weight is None else torch.from_numpy(class_weight).to(device)
     start, seen, steps = time.perf_counter(), 0, 0
     # The loss is summed on the device and read back at evaluations only: reading it every
     # step would make the host wait for the GPU every step.
@@ -290,7 +292,8 @@ def run_phase(trainer: PhaseTrainer, corpus: Bag, targets: np.ndarray | None,
     n_rows = len(corpus) if targets is not None else labelled_rows
     batches = batches_from(n_rows, batch_size, seed, trainer.state["step"], total_steps)
     for step, (idx, inputs) in ahead(batches, prepare, CUDA_PREFETCH if cuda else 0):
-        loss = step_loss(model, inputs, targets is not None, loss_kind, temperature, alpha)
+        loss = step_loss(model, inputs, targets is not None, loss_kind, temperature, alpha,
+                         weight)
         trainer.step(loss)
         seen += len(idx)
         steps += 1
