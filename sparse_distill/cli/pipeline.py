@@ -93,7 +93,8 @@ def teach(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> No
                       + (" (fine-tuned)" if m["teacher"]["finetuned"] else ""))
         ft = m.get("finetune")
         if ft:
-            table.add_row("fine-tune", f"{ft['epochs']} epochs, {ft['steps']} steps, "
+            lr = f"lr {ft['lr']:.3g}, " if "lr" in ft else ""  # a teacher made before: none
+            table.add_row("fine-tune", f"{ft['epochs']} epochs, {lr}{ft['steps']} steps, "
                           f"{ft['seconds']:.0f} s" + (f", resumed from {ft['resumed_from']}"
                                                       if ft["resumed_from"] else ""))
         for name, ev in m["eval"].items():
