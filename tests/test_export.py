@@ -45,6 +45,9 @@ def test_exports_give_the_torch_students_logits(request, tmp_path, student, dtyp
         assert student.predict(TEXTS) == Student.load(source).predict(TEXTS)
     proba = loader.load(tmp_path / fmt).predict_proba(TEXTS[:3])
     assert proba.shape == (3, 2) and np.allclose(proba.sum(1), 1.0, atol=1e-6)
+    # the calibration temperature travels through shrink and export
+    assert loader.load(tmp_path / fmt).temperature == Student.load(source).temperature != 1.0
+    assert np.allclose(proba, Student.load(source).predict_proba(TEXTS[:3]), atol=atol)
     assert loader.load(tmp_path / fmt).logits([]).shape == (0, 2)
 
 
