@@ -181,6 +181,7 @@ def test_run_skips_what_is_up_to_date_and_rebuilds_what_changed(config_dict, tin
     for stage in ("vocab", "teacher", "student", "eval"):
         assert f"{stage}: running (no output yet)" in first.output
     assert "teacher accuracy" in first.output and "speedup" in first.output
+    assert "calibration error (ECE): teacher / student at T =" in first.output
     again = CliRunner().invoke(app, ["run", str(path)])
     assert again.exit_code == 0
     assert again.output.count("up to date, skipped") == 4

@@ -225,6 +225,9 @@ def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None
     table.add_row("student accuracy (KD)", fmt(s["student_kd_accuracy"], ".4f"))
     table.add_row("student accuracy (final)", fmt(s["student_accuracy"], ".4f"))
     table.add_row("retention", fmt(s["retention"], ".3f"))
+    if s["student_ece"] is not None:
+        table.add_row(f"calibration error (ECE): teacher / student at T = {s['temperature']:.3g}",
+                      f"{s['teacher_ece']:.4f} / {s['student_ece']:.4f}")
     table.add_row(f"teacher texts/s (end to end, batch {s['teacher_batch_size']})",
                   fmt(s["teacher_samples_per_s"], ",.0f"))
     table.add_row(f"student texts/s (end to end, batch {s['student_batch_size']})",

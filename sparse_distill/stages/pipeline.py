@@ -64,6 +64,7 @@ def summary(results: dict[str, StageResult]) -> dict[str, Any]:
         iter(metrics.get("splits", {})), None)
     entry = metrics["splits"][split_name] if split_name else {}
     speed = metrics.get("speed", {})
+    calibration = entry.get("calibration", {})
     return {"split": split_name,
             "teacher_accuracy": entry.get("teacher", {}).get("accuracy"),
             "student_kd_accuracy": entry.get("student_kd", {}).get("accuracy"),
@@ -73,4 +74,7 @@ def summary(results: dict[str, StageResult]) -> dict[str, Any]:
             "student_samples_per_s": speed.get("student", {}).get("samples_per_s"),
             "teacher_batch_size": speed.get("teacher", {}).get("batch_size"),
             "student_batch_size": speed.get("student", {}).get("batch_size"),
-            "speedup": speed.get("speedup")}
+            "speedup": speed.get("speedup"),
+            "teacher_ece": calibration.get("teacher", {}).get("ece"),
+            "student_ece": calibration.get("student", {}).get("ece"),
+            "temperature": calibration.get("temperature")}
