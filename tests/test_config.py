@@ -21,7 +21,7 @@ def test_valid_config_loads_with_defaults(config_dict):
     assert cfg.vocab.ngram_range == [1, 2]
     assert cfg.vocab.min_df == 1
     assert cfg.student.distill.batch_size == 2048
-    assert cfg.teacher.lr == "auto"
+    assert cfg.teacher.lr == pytest.approx(2e-5)
     assert [k for k, _ in cfg.sources()] == ["data.train", "data.dev", "data.test",
                                              "data.unlabeled[0]"]
 

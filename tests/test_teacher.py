@@ -59,8 +59,7 @@ def test_auto_lr_scales_with_the_encoders_width():
     from sparse_distill.training.config import TeacherConfig
     from sparse_distill.training.teacher import teacher_lr
 
-    auto = TeacherConfig()
-    assert auto.lr == "auto"
+    auto = TeacherConfig(lr="auto")
     # RoBERTa-large's width gets the paper's rate; MiniLM's (384) 2.67x it
     assert teacher_lr(auto, SimpleNamespace(hidden_size=1024)) == pytest.approx(2.0e-5)
     assert teacher_lr(auto, SimpleNamespace(hidden_size=384)) == pytest.approx(2.0e-5 * 1024 / 384)

@@ -169,9 +169,9 @@ def teacher_lr(t: TeacherConfig, model_config: Any) -> float:
     """The fine-tuning rate: teacher.lr, or for `auto` AUTO_LR x AUTO_LR_WIDTH / the encoder's
     hidden width. Adam's rate for a hidden layer scales as 1 / width (Yang et al. 2021, muP),
     and the published recipes go the same way (ELECTRA: 5e-5 large, 1e-4 base, 3e-4 small);
-    MiniLM's teacher (384 wide) was 2.8 points of dev better at 5e-5 than at 2e-5 on trec (two
-    seeds) and 1.3 on rt (benchmarks/teacher-lr.md). A config without a width (none of hidden_size,
-    d_model, dim) gets AUTO_LR."""
+    MiniLM's teacher (384 wide) was 2.8 points of dev better at auto's 5.3e-5 than at 2e-5 on
+    trec (two seeds) and 1.3 on rt, but 9.3 worse on R8 (benchmarks/teacher-lr.md). A config
+    without a width (none of hidden_size, d_model, dim) gets AUTO_LR."""
     if t.lr != "auto":
         return float(t.lr)
     width = next((w for w in (getattr(model_config, name, None)
